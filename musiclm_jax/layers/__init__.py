@@ -1,0 +1,1 @@
+"""Shared Flax blocks. Every parameter and main activation carries logical axis names."""

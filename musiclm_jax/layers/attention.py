@@ -1,0 +1,87 @@
+"""Multi-head dot-product attention with logical axes and an autoregressive KV cache.
+
+Cache layout (collection "cache"): `cached_key`/`cached_value` `[batch, max_length, heads, kv]`
+and `cache_index` `[batch]`, the next position each example writes. The index is per example
+so a batch may hold prompts of different lengths (prefill sets it to each prompt length).
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from musiclm_jax.layers.linears import dense
+
+_NEG_INF = -1e10  # large but finite: a fully-masked row must not produce NaN
+
+
+def _write_at(cache, update, index):
+  """Writes `update [b, n, h, d]` into `cache [b, L, h, d]` at per-example `index [b]`."""
+  return jax.vmap(lambda c, u, i: lax.dynamic_update_slice(c, u, (i, 0, 0)))(cache, update, index)
+
+
+class MultiHeadAttention(nn.Module):
+  """Self-attention `[batch, length, embed] -> [batch, length, embed]`."""
+  num_heads: int
+  head_dim: int
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask, bias_fn, *, deterministic: bool, decode: bool = False,
+               prefill_lengths=None):
+    """mask: bool `[batch, 1, q, k]` (used when not single-step decoding).
+
+    bias_fn(query_positions [b, q], key_positions [b, k]) -> `[b, heads, q, k]`.
+    decode: use/update the KV cache. With `prefill_lengths` the whole sequence is processed
+    and cached, and the cache index is set to the lengths; otherwise `x` is one step.
+    """
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    heads_shape = (self.num_heads, self.head_dim)
+    query = dense(heads_shape, ("embed", "heads", "kv"), name="query", **kw)(x)
+    key = dense(heads_shape, ("embed", "heads", "kv"), name="key", **kw)(x)
+    value = dense(heads_shape, ("embed", "heads", "kv"), name="value", **kw)(x)
+    qkv_axes = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+    query = nn.with_logical_constraint(query, qkv_axes)
+    key = nn.with_logical_constraint(key, qkv_axes)
+    value = nn.with_logical_constraint(value, qkv_axes)
+
+    batch, length = x.shape[0], x.shape[1]
+    positions = jnp.arange(length)[None, :]
+    query_positions = key_positions = positions
+    if decode:
+      is_initialized = self.has_variable("cache", "cached_key")
+      cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+      cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+      cache_index = self.variable("cache", "cache_index", jnp.zeros, (batch,), jnp.int32)
+      if is_initialized and prefill_lengths is not None:
+        cached_key.value = key
+        cached_value.value = value
+        cache_index.value = prefill_lengths.astype(jnp.int32)
+      elif is_initialized:
+        if length != 1:
+          raise ValueError(f"single-step decoding takes one position, got length {length}")
+        index = cache_index.value
+        cached_key.value = _write_at(cached_key.value, key, index)
+        cached_value.value = _write_at(cached_value.value, value, index)
+        cache_index.value = index + 1
+        key, value = cached_key.value, cached_value.value
+        max_length = key.shape[1]
+        key_positions = jnp.arange(max_length)[None, :]
+        query_positions = index[:, None]
+        # A decoding step sees every cached position up to and including its own.
+        mask = (key_positions <= query_positions)[:, None, None, :]
+
+    # Scale the query, not the logits: cheaper, and what T5 does (folded into init there).
+    query = query / jnp.sqrt(self.head_dim).astype(self.dtype)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+    logits = logits + bias_fn(query_positions, key_positions).astype(logits.dtype)
+    logits = jnp.where(mask, logits, jnp.asarray(_NEG_INF, logits.dtype))
+    # Softmax in float32: bfloat16 exp/normalise loses too much for long sequences.
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+    out = nn.with_logical_constraint(out, qkv_axes)
+    out = dense(x.shape[-1], ("heads", "kv", "embed"), axis=(-2, -1), name="out", **kw)(out)
+    return nn.with_logical_constraint(
+        out, ("activation_batch", "activation_length", "activation_embed"))

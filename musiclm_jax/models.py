@@ -1,0 +1,223 @@
+"""The model interface every trainable model of the project implements (t5x's, re-implemented).
+
+A model turns a Flax module into the functions the trainer and `infer` call:
+`get_initial_variables`, `loss_fn`, `eval_fn`, `predict_batch_with_aux`, `score_batch`, and the
+trainer hooks `train_step` / `eval_step`. The default `train_step` does one optimizer step on
+`loss_fn` with gradient accumulation; a model with several networks and optimizers (a GAN)
+overrides it and keeps using the same trainer.
+"""
+import abc
+import functools
+from typing import Any, Callable, Mapping, Optional
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+import seqio
+
+from musiclm_jax import decoding
+from musiclm_jax import tokens
+from musiclm_jax.train_state import TrainState
+
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class BaseModel(abc.ABC):
+  """What the trainer needs from a model."""
+  FEATURE_CONVERTER_CLS: type
+
+  @abc.abstractmethod
+  def get_initial_variables(self, rng, input_shapes: Mapping[str, tuple],
+                            input_types: Optional[Mapping[str, Any]] = None) -> dict:
+    """Variables with logically-partitioned (boxed) leaves: `{"params": ..., other...}`."""
+
+  @abc.abstractmethod
+  def loss_fn(self, params, batch: Batch, dropout_rng) -> tuple[jax.Array, Metrics]:
+    ...
+
+  def eval_fn(self, params, batch: Batch) -> tuple[jax.Array, Metrics]:
+    return self.loss_fn(params, batch, dropout_rng=None)
+
+  def predict_batch_with_aux(self, params, batch: Batch, rng=None, *, num_decodes: int = 1,
+                             decoder_params: Optional[dict] = None,
+                             return_all_decodes: bool = False):
+    raise NotImplementedError(f"{type(self).__name__} does not generate")
+
+  def score_batch(self, params, batch: Batch, return_intermediates: bool = False):
+    raise NotImplementedError(f"{type(self).__name__} does not score")
+
+  # --- trainer hooks -------------------------------------------------------------------------
+
+  def train_step(self, state: TrainState, batch: Batch, rng, optimizer: optax.GradientTransformation,
+                 num_microbatches: int = 1) -> tuple[TrainState, Metrics]:
+    """One optimizer step on the mean gradient of `num_microbatches` slices of the batch."""
+    grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
+    step_rng = jax.random.fold_in(rng, state.step)
+    if num_microbatches <= 1:
+      (loss, metrics), grads = grad_fn(state.params, batch, step_rng)
+    else:
+      loss, metrics, grads = _accumulate(grad_fn, state.params, batch, step_rng, num_microbatches)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              nonfinite_step=state.record_nonfinite(loss))
+    return new_state, metrics
+
+  def eval_step(self, state: TrainState, batch: Batch) -> Metrics:
+    loss, metrics = self.eval_fn(state.params, batch)
+    return dict(metrics, loss=loss)
+
+
+def _accumulate(grad_fn, params, batch, rng, num_microbatches):
+  """Mean loss, metrics and gradients over microbatches, scanned to bound memory."""
+  def split(x):
+    if x.shape[0] % num_microbatches:
+      raise ValueError(f"batch size {x.shape[0]} is not divisible by num_microbatches "
+                       f"{num_microbatches}")
+    # Strided rows, so each microbatch still spans every data-parallel device.
+    return jnp.swapaxes(x.reshape(-1, num_microbatches, *x.shape[1:]), 0, 1)
+
+  micro = jax.tree.map(split, batch)
+
+  def body(carry, inputs):
+    i, mb = inputs
+    (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, i))
+    return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+
+  zero_out = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
+  (loss0, metrics0), grads0 = zero_out
+  init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss0, metrics0, grads0))
+  total, _ = jax.lax.scan(body, init, (jnp.arange(num_microbatches), micro))
+  return jax.tree.map(lambda x: x / num_microbatches, total)
+
+
+def cross_entropy_with_z_loss(logits, targets, weights, z_loss: float):
+  """Token-weighted mean cross-entropy; z_loss pulls log Z towards 0 for stable bf16 logits
+  (PaLM / t5x). Returns (loss, metrics)."""
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  token_loss = log_z - target_logit + z_loss * jnp.square(log_z)
+  num_tokens = jnp.maximum(jnp.sum(weights), 1.0)
+  loss = jnp.sum(token_loss * weights) / num_tokens
+  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  metrics = {
+      "accuracy": jnp.sum(correct * weights) / num_tokens,
+      "z_loss": z_loss * jnp.sum(jnp.square(log_z) * weights) / num_tokens,
+      "num_tokens": jnp.sum(weights),
+  }
+  return loss, metrics
+
+
+@gin.configurable
+class DecoderOnlyModel(BaseModel):
+  """A prefix-LM over one token vocabulary: the semantic, coarse and fine stages."""
+  FEATURE_CONVERTER_CLS = seqio.PrefixLMFeatureConverter
+
+  def __init__(self, module: nn.Module, z_loss: float = 1e-4,
+               decode_fn: Callable = decoding.temperature_sample,
+               eos_id: int = tokens.EOS_ID):
+    self.module = module
+    self.z_loss = z_loss
+    self.decode_fn = decode_fn
+    self.eos_id = eos_id
+
+  def _features(self, batch):
+    names = ("decoder_target_tokens", "decoder_segment_ids", "decoder_positions",
+             "decoder_causal_attention")
+    return {k: batch[k] for k in names if k in batch}
+
+  def get_initial_variables(self, rng, input_shapes, input_types=None):
+    input_types = input_types or {}
+    shape = input_shapes["decoder_input_tokens"]
+    dtype = input_types.get("decoder_input_tokens", jnp.int32)
+    tokens_ = jnp.ones(shape, dtype)
+    return self.module.init({"params": rng, "dropout": rng}, tokens_, tokens_,
+                            decoder_causal_attention=jnp.ones(shape, dtype),
+                            enable_dropout=False)
+
+  def _logits(self, params, batch, dropout_rng):
+    rngs = {"dropout": dropout_rng} if dropout_rng is not None else None
+    return self.module.apply({"params": params}, batch["decoder_input_tokens"],
+                             **self._features(batch), enable_dropout=dropout_rng is not None,
+                             rngs=rngs)
+
+  def loss_fn(self, params, batch, dropout_rng):
+    logits = self._logits(params, batch, dropout_rng)
+    weights = batch.get("decoder_loss_weights")
+    if weights is None:
+      weights = (batch["decoder_target_tokens"] > 0).astype(jnp.float32)
+    return cross_entropy_with_z_loss(logits, batch["decoder_target_tokens"],
+                                     weights.astype(jnp.float32), self.z_loss)
+
+  def score_batch(self, params, batch, return_intermediates: bool = False):
+    """Sum of target-token log-likelihoods per example `[batch]`."""
+    logits = self._logits(params, batch, None)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    token_scores = jnp.take_along_axis(
+        log_probs, batch["decoder_target_tokens"][..., None], axis=-1)[..., 0]
+    weights = batch.get("decoder_loss_weights", batch["decoder_target_tokens"] > 0)
+    scores = jnp.sum(token_scores * weights, axis=-1)
+    if return_intermediates:
+      return scores, {"token_scores": token_scores}
+    return scores
+
+  def prefill_cache(self, params, decoder_input_tokens, decoder_causal_attention):
+    """Empty KV cache for the full length, filled with the prompt (positions where
+    `decoder_causal_attention` is set). Returns `(cache, prompt_lengths [batch])`."""
+    shapes = jax.eval_shape(
+        functools.partial(self.module.apply, enable_dropout=False, decode=True, mutable=["cache"]),
+        {"params": params}, decoder_input_tokens)[1]["cache"]
+    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    # The model reads position P (the last prompt token) to predict the first target.
+    prompt_lengths = jnp.sum(decoder_causal_attention, axis=-1).astype(jnp.int32) - 1
+    prompt_lengths = jnp.maximum(prompt_lengths, 0)
+    _, variables = self.module.apply(
+        {"params": params, "cache": cache}, decoder_input_tokens,
+        decoder_causal_attention=decoder_causal_attention, enable_dropout=False, decode=True,
+        prefill=True, prefill_lengths=prompt_lengths, mutable=["cache"])
+    return variables["cache"], prompt_lengths
+
+  def predict_batch_with_aux(self, params, batch, rng=None, *, num_decodes: int = 1,
+                             decoder_params: Optional[dict] = None,
+                             return_all_decodes: bool = False):
+    """Samples targets after each example's prompt (its `decoder_causal_attention` region).
+
+    Returns `(decodes, {"scores": ...})`: decodes `[batch, length]` (best of num_decodes by
+    score) or `[batch, num_decodes, length]`, generated tokens only, left-aligned, 0-padded.
+    """
+    causal = batch.get("decoder_causal_attention")
+    inputs = batch["decoder_input_tokens"]
+    if causal is None:
+      causal = jnp.zeros_like(inputs).at[:, 0].set(1)
+    prompt = inputs * causal
+    cache, prompt_lengths = self.prefill_cache(params, prompt, causal)
+
+    def tokens_to_logits(ids, cache):
+      logits, variables = self.module.apply(
+          {"params": params, "cache": cache}, ids, enable_dropout=False, decode=True,
+          mutable=["cache"])
+      return logits[:, 0, :], variables["cache"]
+
+    rng = rng if rng is not None else jax.random.key(0)
+    decodes, scores = self.decode_fn(
+        inputs=prompt, cache=cache, tokens_to_logits=tokens_to_logits, eos_id=self.eos_id,
+        decode_rng=rng, num_decodes=num_decodes, initial_index=prompt_lengths,
+        **(decoder_params or {}))
+    decodes = _drop_prompt(decodes, prompt_lengths)
+    if return_all_decodes:
+      return decodes, {"scores": scores}
+    best = jnp.argmax(scores, axis=-1)
+    pick = lambda x: jnp.take_along_axis(x, best.reshape(-1, 1, *([1] * (x.ndim - 2))), 1)[:, 0]
+    return pick(decodes), {"scores": pick(scores[..., None])[..., 0]}
+
+
+def _drop_prompt(decodes, prompt_lengths):
+  """`[b, n, L]` target-position tokens -> the generated part, shifted to start at 0."""
+  length = decodes.shape[-1]
+  src = jnp.arange(length)[None, :] + prompt_lengths[:, None]  # [b, L]
+  shifted = jnp.take_along_axis(decodes, jnp.minimum(src, length - 1)[:, None, :], axis=-1)
+  return jnp.where((src < length)[:, None, :], shifted, 0)

@@ -1,0 +1,41 @@
+"""musiclm_jax: MusicLM (text -> music) in JAX/Flax, T5X-style, TPU-pod ready."""
+import setuptools
+
+# Versions known to work together on Python 3.11 (see README "Installation").
+# sentencepiece 0.2.1: newer releases break `import seqio` once apache-beam pins protobuf 6.
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "tensorboard==2.21.0",
+    "seqio==0.0.20",
+    "sentencepiece==0.2.1",
+    "clu==0.0.12",
+    "gin-config==0.5.0",
+    "librosa==0.11.0",
+    "soundfile==0.14.0",
+    "numpy==2.4.6",
+]
+
+EXTRAS = {
+    "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.15"],
+    "beam": ["apache-beam[tfrecord]==2.77.0"],
+    "tpu": ["jax[tpu]==0.10.2"],
+}
+
+setuptools.setup(
+    name="musiclm_jax",
+    version="0.1.0",
+    description="MusicLM (text to music) as a JAX/Flax framework that trains at TPU-pod scale.",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["musiclm_jax", "musiclm_jax.*", "tasks", "tasks.*"]),
+    package_data={"musiclm_jax": ["../gin/**/*.gin"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
