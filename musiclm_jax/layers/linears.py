@@ -1,24 +1,48 @@
 """Dense projections with logical axes, and the gated-GELU MLP (T5.1.1)."""
-from typing import Sequence
+from typing import Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
-# T5's variance-scaling init: fan-in scaled, truncated normal.
-default_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+def _normalize_axes(axes, ndim):
+  return tuple(a % ndim for a in (axes if isinstance(axes, tuple) else (axes,)))
+
+
+class DenseGeneral(nn.Module):
+  """Bias-free contraction of input `axis` with a kernel `[*contracted, *features]`.
+
+  Flax's DenseGeneral initialises a flattened 2-D kernel and reshapes it, so a logical
+  annotation of the real (e.g. 3-D `embed, heads, kv`) kernel fails under a mesh; this
+  one creates the kernel in its true shape. Init: T5's fan-in truncated normal.
+  """
+  features: Union[int, Tuple[int, ...]]
+  kernel_axes: Tuple[str, ...]
+  axis: Union[int, Tuple[int, ...]] = -1
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    features = self.features if isinstance(self.features, tuple) else (self.features,)
+    axis = _normalize_axes(self.axis, x.ndim)
+    contracted = tuple(x.shape[a] for a in axis)
+    n_in = len(contracted)
+    init = nn.initializers.variance_scaling(
+        1.0, "fan_in", "truncated_normal", in_axis=tuple(range(n_in)),
+        out_axis=tuple(range(n_in, n_in + len(features))))
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_axes),
+                        contracted + features, self.param_dtype)
+    kernel = jnp.asarray(kernel, self.dtype)
+    x = jnp.asarray(x, self.dtype)
+    return lax.dot_general(x, kernel, ((axis, tuple(range(n_in))), ((), ())))
 
 
 def dense(features, axes: Sequence[str], *, dtype, param_dtype, name: str, axis=-1):
-  """A bias-free DenseGeneral whose kernel is annotated with logical `axes`."""
-  return nn.DenseGeneral(
-      features=features,
-      axis=axis,
-      use_bias=False,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      kernel_init=nn.with_logical_partitioning(default_kernel_init, tuple(axes)),
-      name=name,
-  )
+  """A DenseGeneral whose kernel is annotated with logical `axes`."""
+  return DenseGeneral(features=features, kernel_axes=tuple(axes), axis=axis, dtype=dtype,
+                      param_dtype=param_dtype, name=name)
 
 
 class GatedGeluMlp(nn.Module):
