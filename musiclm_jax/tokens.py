@@ -313,3 +313,9 @@ def tiny() -> TokenLayout:
 
 gin.register(tiny, module="tokens")
 TINY = tiny()
+
+
+@gin.configurable(module="tokens")
+def stage_vocab_size(stage: str = gin.REQUIRED, layout: TokenLayout = PAPER) -> int:
+    """For gin: `TransformerConfig.vocab_size = @tokens.stage_vocab_size()`."""
+    return layout.stage(stage).vocab_size

@@ -122,15 +122,20 @@ def train(*, model: BaseModel, train_dataset_cfg: DatasetConfig, model_dir: str,
           lr_schedule: Optional[optax.Schedule] = None,
           eval_dataset_cfg: Optional[DatasetConfig] = None, eval_every: int = 0,
           eval_steps: int = 10, log_every: int = 10, checkpoint_every: int = 100,
-          num_microbatches: int = 1, seed: int = 0,
-          mesh_shape=None, rules=None) -> TrainState:
+          num_microbatches: int = 1, seed: int = 0) -> TrainState:
   """Trains `model` to `total_steps`, resuming from the newest checkpoint in `model_dir`.
 
   Writes `{model_dir}/checkpoints/<step>/` (orbax), TensorBoard events and `metrics.txt`.
+  The mesh and logical rules come from gin (`create_mesh.mesh_shape`, `logical_axis_rules`).
   Returns the final state.
   """
-  mesh = partitioning.create_mesh(**({} if mesh_shape is None else {"mesh_shape": mesh_shape}))
-  rules = partitioning.logical_axis_rules(**({} if rules is None else {"rules": rules}))
+  for name, value in (("total_steps", total_steps), ("log_every", log_every),
+                      ("checkpoint_every", checkpoint_every),
+                      ("num_microbatches", num_microbatches)):
+    if not isinstance(value, int) or value <= 0:
+      raise ValueError(f"train.{name} must be a positive integer, got {value!r}")
+  mesh = partitioning.create_mesh()
+  rules = partitioning.logical_axis_rules()
   model_dir = epath.Path(model_dir)
   logging.info("Mesh %s", partitioning.describe(mesh))
   optimizer = optimizer_fn(lr_schedule) if lr_schedule is not None else optimizer_fn()

@@ -143,3 +143,7 @@ class DecoderOnlyTransformer(nn.Module):
                    param_dtype=as_dtype(cfg.param_dtype), name="logits_dense")(x)
     return nn.with_logical_constraint(
         logits, ("activation_batch", "activation_length", "activation_vocab"))
+
+
+# Flax modules are dataclasses; registering (not decorating) keeps flax's transform intact.
+gin.external_configurable(DecoderOnlyTransformer, module="transformer")

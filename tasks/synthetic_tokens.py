@@ -17,6 +17,7 @@ import functools
 import math
 from typing import Callable, Mapping, Optional
 
+import gin
 import seqio
 import tensorflow as tf
 
@@ -235,3 +236,6 @@ def register_synthetic_tasks(layout: tokens.TokenLayout = tokens.TINY,
 
 
 register_synthetic_tasks()
+
+# For gin: `TASK_FEATURE_LENGTHS = @tasks.stage_feature_lengths()`, derived, never typed.
+gin.external_configurable(stage_feature_lengths, module="tasks")

@@ -1,0 +1,44 @@
+"""t5x-style command-line gin: `--gin_file`, `--gin.NAME=value`, `--gin_search_paths`."""
+import os
+from typing import Sequence
+
+import gin
+from absl import flags
+
+PACKAGE_GIN_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "gin"))
+
+
+def define_flags() -> None:
+  flags.DEFINE_multi_string("gin_file", [], "Gin files, applied in order; relative paths are "
+                            "looked up in --gin_search_paths and the repository's gin/.")
+  flags.DEFINE_multi_string("gin_bindings", [], "Individual gin bindings (also --gin.NAME=V).")
+  flags.DEFINE_list("gin_search_paths", [], "Directories searched for --gin_file.")
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+  """`--gin.MODEL_DIR="'/tmp/x'"` -> `--gin_bindings=MODEL_DIR='/tmp/x'` (t5x's spelling)."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--gin.") and "=" in arg:
+      name, value = arg[len("--gin."):].split("=", 1)
+      out.append(f"--gin_bindings={name} = {value}")
+    else:
+      out.append(arg)
+  return out
+
+
+def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str],
+              search_paths: Sequence[str] = ()) -> None:
+  """Registers search paths (the repository's gin/ last) and parses files then bindings."""
+  for path in [*search_paths, PACKAGE_GIN_DIR]:
+    gin.add_config_file_search_path(path)
+  for name in gin_files:
+    if not os.path.isabs(name) and not any(
+        os.path.exists(os.path.join(p, name)) for p in [".", *search_paths, PACKAGE_GIN_DIR]):
+      raise FileNotFoundError(f"--gin_file={name} not found in {['.', *search_paths, PACKAGE_GIN_DIR]}")
+  gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=False)
+
+
+def one_line(error: BaseException) -> str:
+  """The error as a single line (gin appends 'In call to configurable' context lines)."""
+  return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
