@@ -34,8 +34,6 @@ setuptools.setup(
     description="MusicLM (text to music) as a JAX/Flax framework that trains at TPU-pod scale.",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["musiclm_jax", "musiclm_jax.*", "tasks", "tasks.*"]),
-    package_data={"musiclm_jax": ["../gin/**/*.gin"]},
-    include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

@@ -27,16 +27,28 @@ def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
   return out
 
 
+def resolve_gin_file(name: str, search_paths: Sequence[str] = ()) -> str:
+  """Absolute path of a --gin_file: as given, else in the search paths, else in gin/.
+
+  Resolved here rather than by gin, whose resource reader misfires when the working
+  directory holds a folder named like the file's (e.g. an output folder `runs/`).
+  """
+  candidates = [name] if os.path.isabs(name) else [
+      os.path.join(p, name) for p in [*search_paths, PACKAGE_GIN_DIR, "."]]
+  for path in candidates:
+    if os.path.isfile(path):
+      return os.path.abspath(path)
+  raise FileNotFoundError(f"--gin_file={name} not found; looked in "
+                          f"{[os.path.dirname(c) or '.' for c in candidates]}")
+
+
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str],
               search_paths: Sequence[str] = ()) -> None:
-  """Registers search paths (the repository's gin/ last) and parses files then bindings."""
+  """Parses files then bindings; `include` statements search `search_paths`, then gin/."""
   for path in [*search_paths, PACKAGE_GIN_DIR]:
     gin.add_config_file_search_path(path)
-  for name in gin_files:
-    if not os.path.isabs(name) and not any(
-        os.path.exists(os.path.join(p, name)) for p in [".", *search_paths, PACKAGE_GIN_DIR]):
-      raise FileNotFoundError(f"--gin_file={name} not found in {['.', *search_paths, PACKAGE_GIN_DIR]}")
-  gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=False)
+  files = [resolve_gin_file(name, search_paths) for name in gin_files]
+  gin.parse_config_files_and_bindings(files, gin_bindings, finalize_config=False)
 
 
 def one_line(error: BaseException) -> str:
