@@ -62,7 +62,7 @@ class BaseModel(abc.ABC):
       loss, metrics, grads = _accumulate(grad_fn, state.params, batch, step_rng, num_microbatches)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               nonfinite_step=state.record_nonfinite(loss))
     return new_state, metrics

@@ -1,4 +1,5 @@
 """The `musiclm_jax.train` command: errors, NaN guard and exact resume after SIGKILL."""
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,14 @@ from tests.train_runner import (REPO, complete_steps, env, load_params, run_trai
 
 def _last_line(stderr):
   return [line for line in stderr.strip().splitlines() if line.strip()][-1]
+
+
+def _assert_metrics_written(model_dir):
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(model_dir))
+  records = [json.loads(line) for line in (model_dir / "metrics.txt").read_text().splitlines()]
+  losses = [r["train/loss"] for r in records if "train/loss" in r]
+  assert len(losses) >= 10 and losses[-1] < losses[0]
+  assert any("steps_per_sec" in r for r in records)
 
 
 def test_wrong_gin_binding_exits_with_one_clear_line(tmp_path):
@@ -56,6 +65,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
   flags = (f"--gin.TRAIN_STEPS={total}", "--gin.trainer.train.checkpoint_every=10")
   reference = run_train(tmp_path / "reference", *flags)
   assert reference.returncode == 0, reference.stderr[-2000:]
+  _assert_metrics_written(tmp_path / "reference")
 
   killed_dir = tmp_path / "killed"
   proc = subprocess.Popen(train_command(killed_dir, *flags), cwd=REPO, env=env(),
