@@ -51,6 +51,12 @@ class BaseModel(abc.ABC):
 
   # --- trainer hooks -------------------------------------------------------------------------
 
+  def make_optimizer(self, optimizer_fn: Callable, lr_schedule: Optional[optax.Schedule]
+                     ) -> optax.GradientTransformation:
+    """The run's optimizer from gin's `optimizer_fn` and schedule. A model with several
+    networks returns e.g. `optax.multi_transform` over its parameter groups."""
+    return optimizer_fn(lr_schedule) if lr_schedule is not None else optimizer_fn()
+
   def train_step(self, state: TrainState, batch: Batch, rng, optimizer: optax.GradientTransformation,
                  num_microbatches: int = 1) -> tuple[TrainState, Metrics]:
     """One optimizer step on the mean gradient of `num_microbatches` slices of the batch."""

@@ -138,7 +138,7 @@ def train(*, model: BaseModel, train_dataset_cfg: DatasetConfig, model_dir: str,
   rules = partitioning.logical_axis_rules()
   model_dir = epath.Path(model_dir)
   logging.info("Mesh %s", partitioning.describe(mesh))
-  optimizer = optimizer_fn(lr_schedule) if lr_schedule is not None else optimizer_fn()
+  optimizer = model.make_optimizer(optimizer_fn, lr_schedule)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     converter = model.FEATURE_CONVERTER_CLS
