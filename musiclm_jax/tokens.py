@@ -319,3 +319,9 @@ TINY = tiny()
 def stage_vocab_size(stage: str = gin.REQUIRED, layout: TokenLayout = PAPER) -> int:
     """For gin: `TransformerConfig.vocab_size = @tokens.stage_vocab_size()`."""
     return layout.stage(stage).vocab_size
+
+
+@gin.configurable(module="tokens")
+def stage_vocabulary(stage: str = gin.REQUIRED, layout: TokenLayout = PAPER) -> StageVocabulary:
+    """For gin: `models.DecoderOnlyModel.stage = @tokens.stage_vocabulary()`."""
+    return layout.stage(stage)

@@ -74,13 +74,14 @@ class DecoderLayer(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, mask, bias_fn, deterministic: bool, decode: bool, prefill_lengths):
+  def __call__(self, x, mask, bias_fn, deterministic: bool, decode: bool, prefill_lengths,
+               key_valid):
     cfg = self.config
     kw = dict(dtype=as_dtype(cfg.dtype), param_dtype=as_dtype(cfg.param_dtype))
     h = RMSNorm(name="pre_attention_norm", **kw)(x)
     h = MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dropout_rate, name="attention",
                            **kw)(h, mask, bias_fn, deterministic=deterministic, decode=decode,
-                                 prefill_lengths=prefill_lengths)
+                                 prefill_lengths=prefill_lengths, key_valid=key_valid)
     x = x + nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(h, deterministic=deterministic)
     h = RMSNorm(name="pre_mlp_norm", **kw)(x)
     h = GatedGeluMlp(cfg.mlp_dim, cfg.dropout_rate, name="mlp", **kw)(h, deterministic=deterministic)
@@ -113,13 +114,11 @@ class DecoderOnlyTransformer(nn.Module):
       decoder_target_tokens = decoder_input_tokens
     if prefill and prefill_lengths is None:
       raise ValueError("prefill=True needs prefill_lengths")
+    # In prefill, `decoder_target_tokens` marks which prompt positions are real (nonzero):
+    # positions past the prompt are unknown yet and must be passed as nonzero.
     mask = make_attention_mask(decoder_target_tokens, decoder_causal_attention,
                                decoder_segment_ids)
-    if decode and prefill:
-      # Prefill must see exactly what training saw, except padding: the prompt region may be
-      # followed by unknown (zero) targets, which the per-step cache mask hides anyway.
-      mask = make_attention_mask(jnp.ones_like(decoder_input_tokens), decoder_causal_attention,
-                                 decoder_segment_ids)
+    key_valid = decoder_target_tokens > 0 if prefill else None
 
     embed = nn.Embed(
         num_embeddings=cfg.vocab_size, features=cfg.emb_dim, dtype=dtype,
@@ -133,10 +132,11 @@ class DecoderOnlyTransformer(nn.Module):
     relpos = RelativePositionBiases(
         cfg.num_heads, cfg.relpos_num_buckets, cfg.relpos_max_distance, bidirectional=False,
         dtype=dtype, param_dtype=as_dtype(cfg.param_dtype), name="relpos_bias")
+    # static: bias_fn (a module), deterministic, decode (argument 0 is self).
     layer_cls = nn.remat(DecoderLayer, static_argnums=(3, 4, 5)) if cfg.remat else DecoderLayer
     for i in range(cfg.num_layers):
       x = layer_cls(cfg, name=f"layers_{i}")(x, mask, relpos, deterministic, decode,
-                                              prefill_lengths if prefill else None)
+                                              prefill_lengths if prefill else None, key_valid)
     x = RMSNorm(dtype=dtype, param_dtype=as_dtype(cfg.param_dtype), name="decoder_norm")(x)
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
     logits = dense(cfg.vocab_size, ("embed", "vocab"), dtype=jnp.float32,

@@ -9,9 +9,9 @@ cd "$ROOT"
 MODEL_DIR="${MODEL_DIR:-$ROOT/output/semantic_tiny}"
 TRAIN_STEPS="${TRAIN_STEPS:-300}"
 python -m musiclm_jax.train \
-  --gin_file=models/stage/tiny.gin \
+  --gin_file=models/semantic/tiny.gin \
   --gin_file=runs/train.gin \
-  --gin_file=tasks/synthetic_semantic.gin \
+  --gin_file=tasks/synthetic_stage.gin \
   --gin.MODEL_DIR="'$MODEL_DIR'" \
   --gin.TRAIN_STEPS="$TRAIN_STEPS" \
   --gin.trainer.train.eval_every=100 \

@@ -8,8 +8,8 @@ loss and a broken pipeline (offsets, alignment, masks) shows up as loss that
 does not fall.
 
 Importing this module registers, for the TINY layout:
-  synthetic_token_streams   codes per clip: mulan [Lm], semantic [Ts], acoustic [Ta, Q]
-  synthetic_semantic_stage  inputs = MuLan ids, targets = semantic ids + EOS
+  synthetic_token_streams                codes per clip: mulan [Lm], semantic [Ts], acoustic [Ta, Q]
+  synthetic_token_streams_<stage>[_eval] the semantic / coarse / fine stage tasks (stage_tasks.py)
 """
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ import seqio
 import tensorflow as tf
 
 from musiclm_jax import tokens
+from tasks import stage_tasks
 
 TOKEN_STREAMS_TASK = "synthetic_token_streams"
-SEMANTIC_STAGE_TASK = "synthetic_semantic_stage"
+SEMANTIC_STAGE_TASK = "synthetic_token_streams_semantic"
+# Stage crops as fractions of the clip (the paper's 30 s / 10 s / 3 s, scaled to 4 s clips).
+CROP_FRACTIONS = {"semantic": 1.0, "coarse": 0.5, "fine": 0.25}
 NUM_EXAMPLES = {"train": 512, "validation": 64}
 # Stateless seeds are (split seed, clip index), so splits never share a seed.
 SPLIT_SEEDS = {"train": 0, "validation": 1}
@@ -93,106 +96,6 @@ def token_stream_features(layout: tokens.TokenLayout) -> dict[str, seqio.Feature
             "acoustic": feature("acoustic", 2)}
 
 
-# --- token streams -> stage examples -----------------------------------------
-
-def _crop_grid(stage: tokens.StageVocabulary, crop_seconds: float):
-    """Frames per crop step for each timed stream, and crop length in steps.
-
-    Crops start on a common grid (1 / gcd(rates) s) so every stream's crop
-    starts and ends on a frame boundary: aligned crops cover the same span.
-    """
-    layout = stage.layout
-    timed = sorted({s for s, _ in stage.reads + stage.writes if s in tokens.TIMED_STREAMS})
-    common_rate = math.gcd(*(layout.frame_rate(s) for s in timed))
-    per_step = {s: layout.frame_rate(s) // common_rate for s in timed}
-    crop_steps = None
-    for s in timed:
-        frames = layout.frames(s, crop_seconds)
-        if frames % per_step[s] or frames == 0:
-            raise ValueError(f"crop_seconds={crop_seconds} must be a positive multiple of "
-                             f"1/{common_rate} s so the {stage.name} stage's streams stay aligned")
-        crop_steps = frames // per_step[s]
-    return per_step, crop_steps
-
-
-def _encode_tf(stage: tokens.StageVocabulary, stream: str, codes, levels):
-    """tf mirror of StageVocabulary.encode: int [F, Q_all] codes -> int32 [F * len(levels)] ids."""
-    size = stage.layout.codebook_size(stream)
-    picked = tf.gather(codes, list(levels), axis=-1)
-    checks = [tf.debugging.assert_non_negative(picked, message=f"negative {stream} code"),
-              tf.debugging.assert_less(picked, size, message=f"{stream} code >= {size}")]
-    with tf.control_dependencies(checks):
-        ids = picked + tf.constant([stage.offset(stream, q) for q in levels], tf.int32)
-    return tf.reshape(ids, [-1])
-
-
-def stage_preprocessor(stage_name: str, layout: tokens.TokenLayout, crop_seconds: float,
-                       random_crop: bool) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
-    """Token streams -> {"inputs", "targets"(, "id")} ids for one stage.
-
-    Takes mulan [Lm], semantic [Ts], acoustic [Ta, Q] codes; crops the timed
-    streams to the same `crop_seconds` span (a random grid-aligned start when
-    random_crop, else 0), then concatenates the ids of what the stage reads
-    (inputs) and writes (targets), each frame-major.
-    """
-    stage = layout.stage(stage_name)
-    per_step, crop_steps = _crop_grid(stage, crop_seconds)
-
-    def crop_and_encode(ex, seed=None):
-        static = [ex[s].shape[0] for s in per_step]
-        if None not in static and min(n // per_step[s] for s, n in zip(per_step, static)) < crop_steps:
-            raise ValueError(f"clips of {dict(zip(per_step, static))} frames are shorter than "
-                             f"the {crop_seconds} s {stage_name} crop")
-        available = tf.reduce_min(tf.stack([tf.shape(ex[s])[0] // n for s, n in per_step.items()]))
-        max_start = available - crop_steps
-        check = tf.debugging.assert_non_negative(
-            max_start, message=f"clip shorter than the {crop_seconds} s {stage_name} crop")
-        with tf.control_dependencies([check]):
-            # identity: a bare constant would not wait for the check.
-            start = tf.identity(
-                tf.random.stateless_uniform([], seed, 0, max_start + 1, dtype=tf.int32)
-                if random_crop else tf.constant(0))
-        codes = {"mulan": ex["mulan"][None, :]}  # one frame per clip
-        for s, n in per_step.items():
-            x = ex[s][:, None] if s == "semantic" else ex[s]
-            codes[s] = tf.ensure_shape(x[start * n:(start + crop_steps) * n],
-                                       [crop_steps * n, layout.num_levels(s)])
-
-        def ids(entries):
-            return tf.concat([_encode_tf(stage, s, codes[s], q) for s, q in entries], axis=0)
-
-        out = {"inputs": ids(stage.reads), "targets": ids(stage.writes)}
-        if "id" in ex:
-            out["id"] = ex["id"]
-        return out
-
-    if random_crop:
-        fn = seqio.map_over_dataset(num_seeds=1)(crop_and_encode)
-    else:
-        fn = seqio.map_over_dataset(crop_and_encode)
-    fn.__name__ = f"{stage_name}_stage_preprocessor"
-    return fn
-
-
-def stage_output_features(stage_name: str, layout: tokens.TokenLayout) -> dict[str, seqio.Feature]:
-    vocab = seqio.PassThroughVocabulary(size=layout.stage(stage_name).vocab_size,
-                                        eos_id=tokens.EOS_ID)
-    return {"inputs": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),
-            "targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32)}
-
-
-def stage_feature_lengths(stage_name: str, layout: tokens.TokenLayout, crop_seconds: float,
-                          add_eos: bool = True) -> dict[str, int]:
-    """Exact task feature lengths of a stage example (targets + 1 for EOS)."""
-    stage = layout.stage(stage_name)
-
-    def length(entries):
-        return sum(len(q) * (1 if s == "mulan" else layout.frames(s, crop_seconds))
-                   for s, q in entries)
-
-    return {"inputs": length(stage.reads), "targets": length(stage.writes) + int(add_eos)}
-
-
 # --- registration -----------------------------------------------------------
 
 _REGISTERED: dict[str, tuple] = {}
@@ -207,35 +110,34 @@ def _add_task_once(name: str, config: tuple, **task_kwargs) -> None:
         seqio.TaskRegistry.add(name, **task_kwargs)
 
 
+@gin.configurable(module="tasks")
+def synthetic_crop_seconds(stage_name: str = gin.REQUIRED, seconds: float = DEFAULT_SECONDS) -> float:
+    """The crop of a synthetic stage task; gin derives TASK_FEATURE_LENGTHS from it."""
+    return seconds * CROP_FRACTIONS[stage_name]
+
+
 def register_synthetic_tasks(layout: tokens.TokenLayout = tokens.TINY,
                              seconds: float = DEFAULT_SECONDS,
                              num_examples: Optional[Mapping[str, int]] = None,
-                             semantic_crop_seconds: Optional[float] = None,
                              suffix: str = "") -> tuple[str, str]:
-    """Registers the token-stream and semantic-stage tasks; idempotent.
+    """Registers the token-stream task and its three stage tasks (+ `_eval`); idempotent.
 
-    semantic_crop_seconds defaults to the whole clip, so the crop always
-    starts at 0 and the first semantic code stays predictable from MuLan.
-    Returns the two task names.
+    Crops: semantic the whole clip (so its first code stays predictable from MuLan), coarse
+    and fine the CROP_FRACTIONS of it. Returns (streams task, semantic stage task).
     """
     num_examples = dict(num_examples or NUM_EXAMPLES)
-    crop = seconds if semantic_crop_seconds is None else semantic_crop_seconds
-    config = (layout, seconds, tuple(sorted(num_examples.items())), crop)
+    config = (layout, seconds, tuple(sorted(num_examples.items())))
     source = seqio.FunctionDataSource(
         functools.partial(token_streams_dataset_fn, layout=layout, seconds=seconds,
                           num_examples=num_examples),
         splits=tuple(num_examples), num_input_examples=num_examples)
-    streams_name, stage_name = TOKEN_STREAMS_TASK + suffix, SEMANTIC_STAGE_TASK + suffix
+    streams_name = TOKEN_STREAMS_TASK + suffix
     _add_task_once(streams_name, config, source=source, preprocessors=[],
                    output_features=token_stream_features(layout))
-    _add_task_once(stage_name, config, source=source,
-                   preprocessors=[stage_preprocessor("semantic", layout, crop, random_crop=True),
-                                  seqio.preprocessors.append_eos_after_trim],
-                   output_features=stage_output_features("semantic", layout))
-    return streams_name, stage_name
+    for stage_name in tokens.STAGE_NAMES:
+        stage_tasks.register_stage_tasks(streams_name, stage_name, layout,
+                                         synthetic_crop_seconds(stage_name, seconds))
+    return streams_name, stage_tasks.stage_task_name(streams_name, "semantic")
 
 
 register_synthetic_tasks()
-
-# For gin: `TASK_FEATURE_LENGTHS = @tasks.stage_feature_lengths()`, derived, never typed.
-gin.external_configurable(stage_feature_lengths, module="tasks")

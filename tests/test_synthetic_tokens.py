@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from musiclm_jax import tokens
 from musiclm_jax.tokens import TINY
+from tasks import stage_tasks
 from tasks import synthetic_tokens as syn
 
 SECONDS = syn.DEFAULT_SECONDS
@@ -24,7 +25,7 @@ def _by_id(examples):
 def _cropped(stage_name, crop_seconds, random_crop, seed=123):
     task = seqio.get_mixture_or_task(syn.TOKEN_STREAMS_TASK)
     with seqio.map_seed_manager(seed):
-        ds = syn.stage_preprocessor(stage_name, TINY, crop_seconds, random_crop)(
+        ds = stage_tasks.stage_preprocessor(stage_name, TINY, crop_seconds, random_crop)(
             task.get_dataset(None, split="validation", shuffle=False))
     return list(ds.as_numpy_iterator())
 
@@ -75,7 +76,7 @@ def test_splits_are_deterministic_and_drawn_from_disjoint_seeds():
 
 def test_semantic_stage_ids_decode_back_to_the_token_streams():
     stage = TINY.stage("semantic")
-    lengths = syn.stage_feature_lengths("semantic", TINY, SECONDS)
+    lengths = stage_tasks.stage_feature_lengths("semantic", TINY, SECONDS)
     assert lengths == {"inputs": TINY.mulan_levels, "targets": TINY.frames("semantic", SECONDS) + 1}
     task = seqio.get_mixture_or_task(syn.SEMANTIC_STAGE_TASK)
     streams = _by_id(_streams())
@@ -90,7 +91,7 @@ def test_semantic_stage_ids_decode_back_to_the_token_streams():
 
 
 def _prefix_lm_batches(seed):
-    lengths = syn.stage_feature_lengths("semantic", TINY, SECONDS)
+    lengths = stage_tasks.stage_feature_lengths("semantic", TINY, SECONDS)
     ds = seqio.get_dataset(syn.SEMANTIC_STAGE_TASK, lengths,
                            seqio.PrefixLMFeatureConverter(pack=False),
                            dataset_split="train", shuffle=True, seed=seed, batch_size=8)
@@ -165,14 +166,14 @@ def test_eval_crop_starts_at_the_clip_start():
 
 
 def test_stage_feature_lengths_match_the_paper_sequences():
-    assert syn.stage_feature_lengths("semantic", tokens.PAPER, 30) == {"inputs": 12, "targets": 751}
-    assert syn.stage_feature_lengths("coarse", tokens.PAPER, 10) == {"inputs": 262, "targets": 2001}
-    assert syn.stage_feature_lengths("fine", tokens.PAPER, 3) == {"inputs": 600, "targets": 1201}
+    assert stage_tasks.stage_feature_lengths("semantic", tokens.PAPER, 30) == {"inputs": 12, "targets": 751}
+    assert stage_tasks.stage_feature_lengths("coarse", tokens.PAPER, 10) == {"inputs": 262, "targets": 2001}
+    assert stage_tasks.stage_feature_lengths("fine", tokens.PAPER, 3) == {"inputs": 600, "targets": 1201}
 
 
 def test_crop_that_is_not_a_whole_number_of_frames_is_rejected():
     with pytest.raises(ValueError, match="whole"):
-        syn.stage_preprocessor("coarse", TINY, 0.03, random_crop=True)
+        stage_tasks.stage_preprocessor("coarse", TINY, 0.03, random_crop=True)
 
 
 def test_crop_longer_than_the_clip_fails_loudly():
@@ -194,7 +195,7 @@ def _variable_length_clips(semantic_frames):
 
 
 def test_variable_length_clips_crop_to_the_fixed_length_or_fail_when_too_short():
-    prep = syn.stage_preprocessor("coarse", TINY, 1.0, random_crop=True)
+    prep = stage_tasks.stage_preprocessor("coarse", TINY, 1.0, random_crop=True)
     with seqio.map_seed_manager(0):
         examples = list(prep(_variable_length_clips([25, 40, 60])).as_numpy_iterator())
     assert [ex["targets"].shape for ex in examples] == [(100,)] * 3

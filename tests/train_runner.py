@@ -7,8 +7,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE_FLAGS = ["--gin_file=models/stage/tiny.gin", "--gin_file=runs/train.gin",
-              "--gin_file=tasks/synthetic_semantic.gin",
+BASE_FLAGS = ["--gin_file=models/semantic/tiny.gin", "--gin_file=runs/train.gin",
+              "--gin_file=tasks/synthetic_stage.gin",
               "--gin.TransformerConfig.emb_dim=32", "--gin.TransformerConfig.mlp_dim=64",
               "--gin.TransformerConfig.dropout_rate=0.1", "--gin.BATCH_SIZE=4",
               "--gin.WARMUP_STEPS=5", "--gin.trainer.train.eval_every=0",

@@ -1,8 +1,11 @@
 """Multi-head dot-product attention with logical axes and an autoregressive KV cache.
 
-Cache layout (collection "cache"): `cached_key`/`cached_value` `[batch, max_length, heads, kv]`
-and `cache_index` `[batch]`, the next position each example writes. The index is per example
-so a batch may hold prompts of different lengths (prefill sets it to each prompt length).
+Cache layout (collection "cache"): `cached_key`/`cached_value` `[batch, max_length, heads, kv]`,
+`cache_index` `[batch]`, the next position each example writes, and `key_valid`
+`[batch, max_length]`. The index is per example so a batch may hold prompts of different
+lengths (prefill sets it to each prompt length); `key_valid` remembers prompt positions that
+are padding (e.g. conditioning blanked out for classifier-free guidance) so decoding steps
+never attend to them.
 """
 import flax.linen as nn
 import jax
@@ -29,8 +32,9 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, bias_fn, *, deterministic: bool, decode: bool = False,
-               prefill_lengths=None):
+               prefill_lengths=None, key_valid=None):
     """mask: bool `[batch, 1, q, k]` (used when not single-step decoding).
+    key_valid: bool `[batch, length]`, stored in the cache at prefill (default: all valid).
 
     bias_fn(query_positions [b, q], key_positions [b, k]) -> `[b, heads, q, k]`.
     decode: use/update the KV cache. With `prefill_lengths` the whole sequence is processed
@@ -54,23 +58,28 @@ class MultiHeadAttention(nn.Module):
       cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
       cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
       cache_index = self.variable("cache", "cache_index", jnp.zeros, (batch,), jnp.int32)
+      cached_valid = self.variable("cache", "key_valid", jnp.ones, (batch, length), jnp.bool_)
       if is_initialized and prefill_lengths is not None:
         cached_key.value = key
         cached_value.value = value
         cache_index.value = prefill_lengths.astype(jnp.int32)
+        if key_valid is not None:
+          cached_valid.value = key_valid.astype(jnp.bool_)
       elif is_initialized:
         if length != 1:
           raise ValueError(f"single-step decoding takes one position, got length {length}")
         index = cache_index.value
         cached_key.value = _write_at(cached_key.value, key, index)
         cached_value.value = _write_at(cached_value.value, value, index)
+        cached_valid.value = cached_valid.value | (
+            jnp.arange(cached_valid.value.shape[1])[None, :] == index[:, None])
         cache_index.value = index + 1
         key, value = cached_key.value, cached_value.value
         max_length = key.shape[1]
         key_positions = jnp.arange(max_length)[None, :]
         query_positions = index[:, None]
-        # A decoding step sees every cached position up to and including its own.
-        mask = (key_positions <= query_positions)[:, None, None, :]
+        # A decoding step sees every valid cached position up to and including its own.
+        mask = ((key_positions <= query_positions) & cached_valid.value)[:, None, None, :]
 
     # Scale the query, not the logits: cheaper, and what T5 does (folded into init there).
     query = query / jnp.sqrt(self.head_dim).astype(self.dtype)
