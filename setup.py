@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "librosa==0.11.0",
     "soundfile==0.14.0",
     "numpy==2.4.6",
+    # tensorflow-datasets 4.9.10 imports it but declares it only for Python < 3.9.
+    "importlib_resources==7.1.0",
 ]
 
 EXTRAS = {

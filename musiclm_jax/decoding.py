@@ -8,11 +8,21 @@ masks (RVQ levels) and classifier-free guidance.
 from typing import Callable, Optional
 
 import flax
+import gin
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 NEG_INF = -1e10
+
+# MusicLM §4: sampling temperature per stage.
+STAGE_TEMPERATURES = {"semantic": 1.0, "coarse": 0.95, "fine": 0.4}
+
+
+@gin.configurable(module="decoding")
+def stage_decoder_params(stage: str = gin.REQUIRED) -> dict:
+  """For gin: `models.DecoderOnlyModel.default_decoder_params = @decoding.stage_decoder_params()`."""
+  return {"temperature": STAGE_TEMPERATURES[stage]}
 
 
 @flax.struct.dataclass

@@ -24,15 +24,18 @@ from musiclm_jax import tokens
 from musiclm_jax.models import DecoderOnlyModel
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
 class StageSampler:
-  """One trained stage: samples target ids after given input ids (+ a target prefix)."""
+  """One trained stage: samples target ids after given input ids (+ a target prefix).
+
+  Frozen: the sampling parameters are compiled in, so other settings need a new sampler.
+  """
   model: DecoderOnlyModel
   params: object
   decoder_params: Optional[dict] = None
 
   def __post_init__(self):
-    self._sample = jax.jit(self._sample_impl, static_argnames=("max_new",))
+    object.__setattr__(self, "_sample", jax.jit(self._sample_impl, static_argnames=("max_new",)))
 
   @property
   def stage(self) -> tokens.StageVocabulary:

@@ -28,7 +28,7 @@ def _sampler(stage_name, length):
   params = nn.meta.unbox(model.get_initial_variables(
       jax.random.key(0), {"decoder_input_tokens": (1, length)})["params"])
   sampler = RecordingSampler(model, params, {"temperature": 1.0})
-  sampler.calls = []
+  object.__setattr__(sampler, "calls", [])
   return sampler
 
 
