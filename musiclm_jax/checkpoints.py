@@ -22,7 +22,7 @@ def create_manager(directory, max_to_keep: int = 3, enable_async: bool = True,
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, enable_async_checkpointing=enable_async,
       save_interval_steps=save_interval_steps, create=True)
-  return ocp.CheckpointManager(epath.Path(directory), options=options)
+  return ocp.CheckpointManager(epath.Path(directory).absolute(), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator=None,
@@ -56,3 +56,20 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: Optional[int] 
     items["dataset"] = DatasetIteratorRestore(data_iterator)
   logging.info("Restoring checkpoint step %d from %s", step, manager.directory)
   return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+
+def restore_params(model_dir, abstract_params, step: Optional[int] = None):
+  """Only the parameters of a training checkpoint (newest step by default), laid out as
+  `abstract_params` (ShapeDtypeStructs with shardings): inference needs neither the optimizer
+  state nor the optimizer's configuration."""
+  manager = ocp.CheckpointManager(epath.Path(model_dir).absolute() / "checkpoints",
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {epath.Path(model_dir) / 'checkpoints'}")
+  restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_params)
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item={"params": abstract_params}, restore_args={"params": restore_args},
+      partial_restore=True)))
+  logging.info("Restored parameters of step %d from %s", step, model_dir)
+  return restored["state"]["params"], step
