@@ -66,6 +66,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
   reference = run_train(tmp_path / "reference", *flags)
   assert reference.returncode == 0, reference.stderr[-2000:]
   _assert_metrics_written(tmp_path / "reference")
+  assert complete_steps(tmp_path / "reference") == [380, 390, 400]  # keep-N, N = 3
 
   killed_dir = tmp_path / "killed"
   proc = subprocess.Popen(train_command(killed_dir, *flags), cwd=REPO, env=env(),
