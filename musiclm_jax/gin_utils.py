@@ -1,9 +1,10 @@
 """t5x-style command-line gin: `--gin_file`, `--gin.NAME=value`, `--gin_search_paths`."""
 import os
-from typing import Sequence
+import sys
+from typing import Callable, Sequence
 
 import gin
-from absl import flags
+from absl import app, flags
 
 PACKAGE_GIN_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "gin"))
 
@@ -54,3 +55,29 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str],
 def one_line(error: BaseException) -> str:
   """The error as a single line (gin appends 'In call to configurable' context lines)."""
   return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def run_main(program: str, run: Callable[[], object],
+             user_errors: tuple[type, ...] = (ValueError, FileNotFoundError)) -> None:
+  """The whole life of a gin entry point: flags, gin, `run()`; prints what `run` returns
+  when it is text (e.g. the path of the output it wrote).
+
+  A mistake in the configuration or data (`user_errors`; MeshError is a ValueError) exits 2
+  with one line naming the cause; anything else is a bug and keeps its traceback.
+  """
+  if "gin_file" not in flags.FLAGS:
+    define_flags()
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+      parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
+      result = run()
+    except user_errors as error:
+      print(f"{program}: error: {one_line(error)}", file=sys.stderr)
+      sys.exit(2)
+    if isinstance(result, str):
+      print(result)
+
+  app.run(main, argv=rewrite_gin_args(sys.argv))
