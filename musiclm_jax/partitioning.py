@@ -34,6 +34,17 @@ DEFAULT_RULES = (
     ("activation_heads", "model"),
     ("activation_kv", None),
     ("activation_vocab", "model"),
+    # w2v-BERT: the feature encoder's projection reads (mels / 4) x channels; the Gumbel
+    # quantizer's codewords and the contrastive projection are codebook_dim wide. Small.
+    ("mel_bins", None),
+    ("codebook_dim", None),
+    # MuLan: the 128-d joint embedding, the audio tower's pooled features and BERT's position
+    # and token-type tables are small; the [batch, batch] logits shard their rows only.
+    ("joint_embed", None),
+    ("activation_joint", None),
+    ("audio_features", None),
+    ("text_positions", None),
+    ("token_types", None),
 )
 
 
@@ -81,10 +92,36 @@ def opt_state_shardings(optimizer: optax.GradientTransformation, abstract_opt_st
                         param_shardings, mesh: Mesh):
   """Optimizer moments shard like their parameters; everything else is replicated."""
   replicated = NamedSharding(mesh, PartitionSpec())
-  return optax.tree_map_params(
-      optimizer, lambda _, sharding: sharding, abstract_opt_state, param_shardings,
-      transform_non_params=lambda subtree: jax.tree.map(lambda _: replicated, subtree),
-      is_leaf=lambda x: isinstance(x, NamedSharding))
+  try:
+    return optax.tree_map_params(
+        optimizer, lambda _, sharding: sharding, abstract_opt_state, param_shardings,
+        transform_non_params=lambda subtree: jax.tree.map(lambda _: replicated, subtree),
+        is_leaf=lambda x: isinstance(x, NamedSharding))
+  except (AttributeError, TypeError, ValueError):
+    # An optimizer that routes parameter groups (optax.multi_transform over a GAN's
+    # {generator, discriminator}) cannot be initialised on optax's opaque placeholder.
+    return _shardings_by_key_path(abstract_opt_state, param_shardings, replicated)
+
+
+def _shardings_by_key_path(abstract_opt_state, param_shardings, replicated):
+  """A state leaf whose key path ends with a parameter's path (e.g. `.../mu/generator/
+  encoder/kernel`) and fits its sharding gets that sharding; the rest is replicated."""
+  by_path = {tuple(path): sharding for path, sharding in jax.tree_util.tree_leaves_with_path(
+      param_shardings, is_leaf=lambda x: isinstance(x, NamedSharding))}
+  longest = max(map(len, by_path), default=0)
+
+  def pick(path, leaf):
+    for n in range(min(len(path), longest), 0, -1):
+      sharding = by_path.get(tuple(path[-n:]))
+      if sharding is not None:
+        try:
+          sharding.shard_shape(leaf.shape)
+          return sharding
+        except ValueError:
+          return replicated
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(pick, abstract_opt_state)
 
 
 def bytes_per_device(tree) -> int:

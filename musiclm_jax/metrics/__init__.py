@@ -1,0 +1,1 @@
+"""Evaluation metrics, one family per file (codec reconstruction in `codec.py`)."""
