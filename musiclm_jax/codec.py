@@ -43,7 +43,7 @@ class Codec:
   def from_checkpoint(cls, model_dir, config: SoundStreamConfig,
                       step: Optional[int] = None) -> "Codec":
     """The generator of the newest (or `step`) checkpoint `model_dir/checkpoints/<step>`
-    written by `musiclm_jax.train` with a `soundstream.SoundStream` model."""
+    written by `musiclm_jax.train` with a `soundstream_gan.SoundStream` model."""
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
     root = os.path.join(os.fspath(model_dir), "checkpoints")

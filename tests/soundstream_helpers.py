@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from musiclm_jax import tokens
 from musiclm_jax.discriminators import DiscriminatorConfig
-from musiclm_jax.soundstream import SoundStream, SoundStreamConfig
+from musiclm_jax.soundstream import SoundStreamConfig
+from musiclm_jax.soundstream_gan import SoundStream
 from tasks.synthetic_tones import tone_clip
 
 RATE = tokens.TINY.acoustic_sample_rate   # 16 kHz, hop 320 -> 50 Hz, 4 levels x 64 codes

@@ -12,7 +12,8 @@ import pytest
 from musiclm_jax import tokens
 from musiclm_jax.codec import Codec
 from musiclm_jax.layers import rvq
-from musiclm_jax.soundstream import SoundStream, SoundStreamCodec, SoundStreamConfig
+from musiclm_jax.soundstream import SoundStreamCodec, SoundStreamConfig
+from musiclm_jax.soundstream_gan import SoundStream
 from musiclm_jax.train_state import TrainState
 from tests.soundstream_helpers import RATE, key, tiny_config, tiny_model, tones
 
