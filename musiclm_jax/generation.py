@@ -13,7 +13,6 @@ Story mode is a list of `(mulan codes, seconds)` segments: a window uses the seg
 where its new frames start, so the conditioning changes every segment.
 """
 import dataclasses
-import functools
 from typing import Callable, Optional, Sequence
 
 import jax

@@ -14,8 +14,7 @@ Importing this module registers, for the TINY layout:
 from __future__ import annotations
 
 import functools
-import math
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 import gin
 import numpy as np
