@@ -20,12 +20,17 @@ INSTALL_REQUIRES = [
     "librosa==0.11.0",
     "soundfile==0.14.0",
     "numpy==2.4.6",
+    # Spectrogram images of the listening report.
+    "matplotlib==3.11.2",
     # tensorflow-datasets 4.9.10 imports it but declares it only for Python < 3.9.
     "importlib_resources==7.1.0",
 ]
 
 EXTRAS = {
-    "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.15"],
+    "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.15",
+             # Drives Debian's chromium (+ chromium-driver) in the listening-page test; 4.38 is
+             # the newest whose certifi floor the registry satisfies.
+             "selenium==4.38.0"],
     "beam": ["apache-beam[tfrecord]==2.77.0"],
     "tpu": ["jax[tpu]==0.10.2"],
 }
