@@ -6,6 +6,8 @@ from typing import Callable, Sequence
 import gin
 from absl import app, flags
 
+from musiclm_jax import distributed
+
 PACKAGE_GIN_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "gin"))
 
 
@@ -58,20 +60,28 @@ def one_line(error: BaseException) -> str:
 
 
 def run_main(program: str, run: Callable[[], object],
-             user_errors: tuple[type, ...] = (ValueError, FileNotFoundError)) -> None:
-  """The whole life of a gin entry point: flags, gin, `run()`; prints what `run` returns
-  when it is text (e.g. the path of the output it wrote).
+             user_errors: tuple[type, ...] = (ValueError, FileNotFoundError),
+             multi_process: bool = True) -> None:
+  """The whole life of a gin entry point: flags, (multi-process) distributed init, gin,
+  `run()`; prints what `run` returns when it is text (e.g. the path of the output it wrote).
+  With `multi_process`, the `--coordinator_address/--num_processes/--process_id` flags (or a
+  TPU VM slice) join this process to the others first (musiclm_jax/distributed.py).
 
   A mistake in the configuration or data (`user_errors`; MeshError is a ValueError) exits 2
   with one line naming the cause; anything else is a bug and keeps its traceback.
   """
   if "gin_file" not in flags.FLAGS:
     define_flags()
+  if multi_process and "coordinator_address" not in flags.FLAGS:
+    distributed.define_flags()
 
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
+      if multi_process:
+        distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                               flags.FLAGS.process_id)
       parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
       result = run()
     except user_errors as error:

@@ -84,11 +84,13 @@ def shard_model(model: BaseModel, optimizer: optax.GradientTransformation,
     params = variables.pop("params")
     return TrainState.create(params, optimizer.init(params), variables)
 
-  boxed = jax.eval_shape(init_variables, jax.random.key(0))
-  boxed = dict(boxed)
+  # An abstract key: a concrete one would be placed on the mesh, which for an ahead-of-time
+  # compile (plan.py) holds compile-only TPU devices that cannot run anything.
+  rng = jax.eval_shape(jax.random.key, 0)
+  boxed = dict(jax.eval_shape(init_variables, rng))
   param_shardings = partitioning.logical_to_shardings(mesh, boxed.pop("params"), rules)
   model_state_shardings = partitioning.logical_to_shardings(mesh, boxed, rules)
-  state_shapes = jax.eval_shape(init_state, jax.random.key(0))
+  state_shapes = jax.eval_shape(init_state, rng)
   replicated = partitioning.replicated(mesh)
   state_shardings = TrainState(
       step=replicated, params=param_shardings,
@@ -97,6 +99,20 @@ def shard_model(model: BaseModel, optimizer: optax.GradientTransformation,
       model_state=model_state_shardings, nonfinite_step=replicated)
   init_fn = jax.jit(init_state, out_shardings=state_shardings)
   return ShardedSetup(mesh, rules, optimizer, state_shapes, state_shardings, init_fn)
+
+
+def jit_train_step(model: BaseModel, setup: ShardedSetup, batch_shardings,
+                   num_microbatches: int = 1):
+  """`(state, batch, rng) -> (state, metrics)`, jitted with the run's shardings and the state
+  donated. The one construction of the step: `train` runs it, plan.py compiles it for a TPU
+  slice ahead of time."""
+  replicated = partitioning.replicated(setup.mesh)
+  return jax.jit(
+      functools.partial(model.train_step, optimizer=setup.optimizer,
+                        num_microbatches=num_microbatches),
+      in_shardings=(setup.state_shardings, batch_shardings, replicated),
+      out_shardings=(setup.state_shardings, replicated),
+      donate_argnums=(0,))
 
 
 def _mean_metrics(pending: list) -> dict:
@@ -155,12 +171,7 @@ def train(*, model: BaseModel, train_dataset_cfg: DatasetConfig, model_dir: str,
     logging.info("Starting at step %d of %d (%s)", start, total_steps,
                  "resumed" if start else "fresh")
 
-    train_step = jax.jit(
-        functools.partial(model.train_step, optimizer=optimizer,
-                          num_microbatches=num_microbatches),
-        in_shardings=(setup.state_shardings, batch_shardings, partitioning.replicated(mesh)),
-        out_shardings=(setup.state_shardings, partitioning.replicated(mesh)),
-        donate_argnums=(0,))
+    train_step = jit_train_step(model, setup, batch_shardings, num_microbatches)
     evaluate = _make_evaluator(model, setup, eval_dataset_cfg, eval_steps)
 
     is_writer = jax.process_index() == 0

