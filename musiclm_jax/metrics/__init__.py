@@ -1,1 +1,3 @@
-"""Evaluation metrics, one family per file (codec reconstruction in `codec.py`)."""
+"""Evaluation metrics, one family per file: `fad.py` (FAD, FAD∞), `kl.py` (classifier KL),
+`mulan_cycle.py` (MCC), `codec.py` (SI-SNR, mel distance, bitrate); `embedders.py` is the
+pluggable embedder / classifier interface and `embedding_cache.py` its per-clip disk cache."""
