@@ -1,0 +1,43 @@
+"""metrics.json (from `evaluation.evaluate`) -> the markdown table beside the listening page."""
+
+# MusicLM on MusicCaps (Agostinelli et al., 2023, Table 1), for scale only: their embedders
+# (TRILL, VGGish), classifier (LEAF) and MuLan are not ours, so only fad_vggish is directly
+# comparable, and only with the released VGGish weights on MusicCaps.
+PAPER = "MusicLM (paper, MusicCaps): FAD_TRILL 0.44, FAD_VGG 4.0, KLD 1.01, MCC 0.51"
+
+
+def _fmt(value) -> str:
+  return "—" if value is None else f"{value:.4g}"
+
+
+def markdown(report: dict) -> str:
+  ref = report["reference"]
+  rows = []
+  for name, values in report["fad"].items():
+    rows.append((f"FAD ({name})", values["fad"],
+                 f"{values['generated_windows']} vs {values['reference_windows']} windows, "
+                 f"{values['dim']}-d; lower is better"))
+    if "fad_inf" in values:
+      rows.append((f"FAD∞ ({name})", values["fad_inf"]["fad_inf"],
+                   f"extrapolated over generated subsets of {values['fad_inf']['sizes']}"))
+  kld = report["kl"]
+  for convention in ("softmax", "sigmoid"):
+    rows.append((f"KLD ({convention}, musicnn tags)", kld[convention]["kld"],
+                 f"KL(ref ‖ gen), paired by {kld['pairing']}; both directions "
+                 f"{_fmt(kld[convention]['kld_both'])}"))
+  if report.get("mcc"):
+    rows.append(("MCC (MuLan)", report["mcc"]["mcc"], "text–audio cosine; higher is better"))
+    rows.append(("MCC of the references", report["mcc"]["mcc_reference"],
+                 "the same on the reference clips and captions"))
+  lines = [f"# Metrics: {report['num_generations']} generations vs {ref['name']} "
+           f"({ref['split']}, {ref['num_clips']} clips)", "",
+           "| metric | value | notes |", "| --- | --- | --- |"]
+  lines += [f"| {name} | {_fmt(value)} | {note} |" for name, value, note in rows]
+  lines += ["", PAPER + " (different embedders: only FAD_VGG is comparable).", ""]
+  missing = ref.get("referenced_ids_missing") or []
+  lines.append(f"Reference ids present ({ref['num_clips']}): "
+               + ", ".join(ref["ids_present"][:50])
+               + (" …" if ref["num_clips"] > 50 else ""))
+  if missing:
+    lines.append(f"Referenced by generations but absent: {', '.join(missing)}")
+  return "\n".join(lines) + "\n"

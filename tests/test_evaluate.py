@@ -1,0 +1,156 @@
+"""Evaluation on synthetic music: metrics track known perturbations; the command end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from musiclm_jax import evaluation, musicnn
+from musiclm_jax.metrics import embedders, fad, kl
+from tasks import musiccaps, tfds_audio
+from tests import evaluate_helpers as eh
+
+SNRS_DB = (30, 20, 10, 0)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tfds"))
+  eh.reference_clips(path)  # builds once
+  return path
+
+
+@pytest.fixture(autouse=True)
+def _tfds_dir(data_dir, monkeypatch):
+  monkeypatch.setenv("MUSICLM_TFDS_DIR", data_dir)
+
+
+@pytest.fixture(scope="module")
+def tagger():
+  return musicnn.MusicnnTagger.load("MTT_musicnn")
+
+
+@pytest.fixture(scope="module")
+def references(data_dir):
+  return eh.reference_clips(data_dir)
+
+
+def test_musicnn_fad_is_zero_for_identical_sets_and_rises_as_noise_grows(tagger, references):
+  embedder = embedders.musicnn_embedder(tagger, "penultimate")
+  wavs = references[0]
+  clean = np.concatenate(embedders.embed_clips(embedder, wavs))
+  assert clean.shape == (2 * len(wavs), 200)
+  assert fad.fad(clean, clean) < 1e-9
+  values = []
+  for snr in SNRS_DB:
+    noisy = [eh.add_noise(w, snr, seed=i) for i, w in enumerate(wavs)]
+    values.append(fad.fad(clean, np.concatenate(embedders.embed_clips(embedder, noisy))))
+  print("musicnn FAD at SNR", dict(zip(SNRS_DB, np.round(values, 3))))
+  assert values == sorted(values) and values[0] > 0
+
+
+def test_musicnn_kl_is_zero_for_identical_clips_and_grows_with_noise(tagger, references):
+  classifier = embedders.musicnn_embedder(tagger, "logits")
+  wavs = references[0][:6]
+
+  def distributions(clips, convention):
+    return np.stack([kl.clip_distribution(x, convention)
+                     for x in embedders.embed_clips(classifier, clips)])
+
+  for convention in kl.CONVENTIONS:
+    clean = distributions(wavs, convention)
+    assert kl.kl_metrics(clean, clean, convention)["kld"] == pytest.approx(0.0, abs=1e-12)
+    values = [kl.kl_metrics(clean, distributions([eh.add_noise(w, snr) for w in wavs],
+                                                 convention), convention)["kld"]
+              for snr in (20, 0)]
+    print(f"musicnn KL ({convention}) at SNR 20, 0 dB:", np.round(values, 4))
+    assert 0 < values[0] < values[1]
+
+
+def test_evaluate_writes_metrics_beside_the_listening_page(tmp_path, references):
+  wavs, captions, ids = references
+  folder = eh.write_generation_folder(
+      str(tmp_path / "gen"), [eh.add_noise(w, 10) for w in wavs[:8]], captions[:8],
+      reference_ids=ids[:8], subtype="PCM_16")
+  cache = str(tmp_path / "cache")
+  path = evaluation.evaluate(generations_dir=folder, reference=eh.PAIRS_TASK,
+                             reference_split="validation", cache_dir=cache,
+                             fad_infinity=True)
+  assert path == os.path.join(folder, "metrics.json")
+  report = json.load(open(path, encoding="utf-8"))
+  assert report["reference"]["ids_present"] == ids
+  assert report["reference"]["referenced_ids_missing"] == []
+  assert report["kl"]["pairing"] == "reference_id"
+  (fad_values,) = report["fad"].values()
+  assert fad_values["fad"] > 0 and fad_values["generated_windows"] == 16
+  assert report["kl"]["softmax"]["kld"] > 0 and report["kl"]["sigmoid"]["kld"] > 0
+  assert report["cache"]["misses"] == 2 * len(ids)   # FAD embeddings and tag logits
+  table = open(os.path.join(folder, "metrics.md"), encoding="utf-8").read()
+  assert "| FAD (musicnn_MTT_musicnn) |" in table and "FAD∞" in table and ids[0] in table
+  print(table)
+
+  # A second run embeds no reference clip again; clean generations score lower.
+  clean = eh.write_generation_folder(str(tmp_path / "clean"), wavs[:8], captions[:8])
+  report2 = json.load(open(evaluation.evaluate(
+      generations_dir=clean, reference=eh.PAIRS_TASK, reference_split="validation",
+      cache_dir=cache), encoding="utf-8"))
+  assert report2["cache"]["hits"] == 2 * len(ids) and report2["cache"]["misses"] == 0
+  assert report2["kl"]["pairing"] == "set_mean"
+  assert list(report2["fad"].values())[0]["fad"] < fad_values["fad"]
+
+
+def test_bad_generation_folders_name_the_culprit(tmp_path, references):
+  wavs, captions, _ = references
+  kwargs = dict(reference=eh.PAIRS_TASK, reference_split="validation")
+  with pytest.raises(FileNotFoundError, match="no generations.jsonl"):
+    evaluation.evaluate(generations_dir=str(tmp_path / "nothing"), **kwargs)
+  folder = eh.write_generation_folder(str(tmp_path / "gen"), wavs[:2], captions[:2])
+  sf.write(os.path.join(folder, "gen_001.wav"), wavs[1], 24000)
+  with pytest.raises(ValueError, match="gen_001.wav: the file is at 24000 Hz"):
+    evaluation.evaluate(generations_dir=folder, **kwargs)
+  with open(os.path.join(folder, "gen_001.wav"), "wb") as f:
+    f.write(b"RIFF not really a wav")
+  with pytest.raises(ValueError, match="gen_001.wav"):
+    evaluation.evaluate(generations_dir=folder, **kwargs)
+  os.remove(os.path.join(folder, "gen_001.wav"))
+  with pytest.raises(ValueError, match="audio file not found: .*gen_001.wav"):
+    evaluation.evaluate(generations_dir=folder, **kwargs)
+  good = eh.write_generation_folder(str(tmp_path / "good"), wavs[:2], captions[:2])
+  with pytest.raises(ValueError, match="has no split 'nope'"):
+    evaluation.evaluate(generations_dir=good, reference="synthetic_music/eval_test:1.0.0",
+                        reference_split="nope")
+
+
+def test_command_on_a_musiccaps_shaped_download(tmp_path):
+  manual = eh.make_musiccaps_download(str(tmp_path / "manual"))
+  data_dir = str(tmp_path / "tfds")
+  config = musiccaps.MusicCapsConfig(name="evaltest", sample_rate=eh.RATE, min_seconds=2.0)
+  tfds_audio.prepare(musiccaps.Musiccaps(config=config, data_dir=data_dir), manual)
+  wavs, captions = eh.held_out_clips(4, seconds=eh.MUSICCAPS_SECONDS)
+  folder = eh.write_generation_folder(
+      str(tmp_path / "gen"), wavs, captions,
+      reference_ids=["yt-a", "yt_b", "ytc", eh.MUSICCAPS_GONE])
+  command = [sys.executable, "-m", "musiclm_jax.evaluate", "--gin_file=runs/evaluate.gin",
+             f"--gin.GENERATIONS_DIR='{folder}'", "--gin.REFERENCE='musiccaps/evaltest:1.0.0'",
+             "--gin.REFERENCE_SPLIT='eval'", f"--gin.tasks.tfds_data_dir.data_dir='{data_dir}'"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+  done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip().splitlines()[-1] == os.path.join(folder, "metrics.json")
+  report = json.load(open(os.path.join(folder, "metrics.json"), encoding="utf-8"))
+  assert sorted(report["reference"]["ids_present"]) == sorted(eh.MUSICCAPS_EVAL)
+  assert report["reference"]["referenced_ids_missing"] == [eh.MUSICCAPS_GONE]
+  assert report["reference"]["build_present_ids"] == len(eh.MUSICCAPS_EVAL)
+  assert report["kl"]["pairing"] == "set_mean"   # one generation's reference is absent
+  print(open(os.path.join(folder, "metrics.md"), encoding="utf-8").read())
+
+  done = subprocess.run(command[:4] + [f"--gin.GENERATIONS_DIR='{tmp_path}/none'"]
+                        + command[5:], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines()[-1].startswith(
+      "musiclm_jax.evaluate: error: no generations.jsonl in the generation folder")
