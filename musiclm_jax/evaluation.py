@@ -14,6 +14,8 @@ Metrics, each where its model is available:
                   generation is compared with the mean distribution of the reference set.
   mcc             MuLan cycle consistency: cosine of each generation's text and audio
                   embeddings (and mcc_reference, the same on the references: the ceiling)
+  codec           SoundStream reconstruction of the reference clips (`codec_model_dir` +
+                  `codec_config`): SI-SNR (dB, higher is better) and multi-scale mel distance
 Optional FAD∞ (`fad_infinity=True`) per embedder. Reference embeddings are cached per clip
 (`cache_dir`), so re-evaluating another run against the same split embeds only the new clips.
 """
@@ -77,12 +79,26 @@ def mulan_cycle(mulan, clips: eval_sets.ClipSet) -> float:
   return float(cycle_consistency(mulan.embed_text(clips.texts), audio).mean())
 
 
+def codec_reconstruction(codec, clips: eval_sets.ClipSet) -> dict:
+  """Mean SI-SNR and mel distance of `codec.reconstruct` over clips at the codec's rate."""
+  from musiclm_jax.metrics import codec as codec_metrics  # pylint: disable=import-outside-toplevel
+  rate = codec.config.sample_rate
+  si_snr, mel = [], []
+  for wav in clips.at_rate(rate):
+    estimate = np.asarray(codec.reconstruct(wav[None]))
+    si_snr.append(float(codec_metrics.si_snr(wav[None], estimate)[0]))
+    mel.append(float(codec_metrics.mel_distance(wav[None], estimate, rate)[0]))
+  return {"si_snr_db": float(np.mean(si_snr)), "mel_distance": float(np.mean(mel)),
+          "num_clips": len(si_snr)}
+
+
 @gin.configurable(module="evaluation")
 def evaluate(*, generations_dir: str, reference: str, reference_split: str,
              max_references: Optional[int] = None, id_key: Optional[str] = None,
              text_key: Optional[str] = None, musicnn_model: str = "MTT_musicnn",
              musicnn_dir: Optional[str] = None, vggish_weights: Optional[str] = None,
              mulan_model=None, mulan_model_dir: Optional[str] = None,
+             codec_config=None, codec_model_dir: Optional[str] = None,
              fad_infinity: bool = False, cache_dir: Optional[str] = None,
              output_dir: Optional[str] = None) -> str:
   """Computes every available metric; writes metrics.json and metrics.md into `output_dir`
@@ -117,12 +133,21 @@ def evaluate(*, generations_dir: str, reference: str, reference_split: str,
     fads["mulan"] = fad_metrics(embedders_lib.mulan_embedder(mulan), references, generations,
                                 cache, prefix, fad_infinity)
     mcc = {"mcc": mulan_cycle(mulan, generations), "mcc_reference": mulan_cycle(mulan, references)}
+  codec_result = None
+  if codec_model_dir:
+    if codec_config is None:
+      raise ValueError("evaluate.codec_model_dir is set but evaluate.codec_config is not "
+                       "(add --gin_file=models/soundstream/<size>.gin and bind it)")
+    from musiclm_jax.codec import Codec  # pylint: disable=import-outside-toplevel
+    codec_result = codec_reconstruction(Codec.from_checkpoint(codec_model_dir, codec_config),
+                                        references)
   kld = classifier_kl(embedders_lib.musicnn_embedder(tagger, "logits"), references,
                       generations, cache, prefix)
 
   report = {"generations_dir": os.path.abspath(generations_dir),
             "num_generations": len(generations), "reference": reference_record,
             "fad": fads, "kl": kld, "mcc": mcc or None,
+            "codec": codec_result,
             "cache": None if cache is None else {"dir": cache.directory, "hits": cache.hits,
                                                  "misses": cache.misses}}
   output_dir = output_dir or generations_dir

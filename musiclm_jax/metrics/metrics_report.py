@@ -29,6 +29,11 @@ def markdown(report: dict) -> str:
     rows.append(("MCC (MuLan)", report["mcc"]["mcc"], "text–audio cosine; higher is better"))
     rows.append(("MCC of the references", report["mcc"]["mcc_reference"],
                  "the same on the reference clips and captions"))
+  if report.get("codec"):
+    codec = report["codec"]
+    rows.append(("SoundStream SI-SNR (dB)", codec["si_snr_db"],
+                 f"reconstruction of {codec['num_clips']} reference clips; higher is better"))
+    rows.append(("SoundStream mel distance", codec["mel_distance"], "lower is better"))
   lines = [f"# Metrics: {report['num_generations']} generations vs {ref['name']} "
            f"({ref['split']}, {ref['num_clips']} clips)", "",
            "| metric | value | notes |", "| --- | --- | --- |"]
