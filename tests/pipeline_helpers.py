@@ -36,13 +36,14 @@ def stage_model(name: str, **overrides) -> DecoderOnlyModel:
 
 
 def stage_params(model: DecoderOnlyModel, seed: int = 0):
-  return nn.meta.unbox(model.get_initial_variables(
-      jax.random.key(seed), {"decoder_input_tokens": (1, 8)})["params"])
+  """Initialised under jit: op by op, the many small random initialisers take seconds."""
+  return jax.jit(lambda rng: nn.meta.unbox(model.get_initial_variables(
+      rng, {"decoder_input_tokens": (1, 8)})["params"]))(jax.random.key(seed))
 
 
 def codec_variables(config, seed: int = 0):
-  return nn.meta.unbox(SoundStreamCodec(config).init(soundstream_helpers.key(seed),
-                                                     jnp.zeros((1, 640))))
+  return jax.jit(lambda rng: nn.meta.unbox(SoundStreamCodec(config).init(
+      rng, jnp.zeros((1, 640)))))(soundstream_helpers.key(seed))
 
 
 def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -72,23 +73,35 @@ def _parts():
   mulan = mulan_tokens.MuLanTokenizer(
       mulan_tokens.MuLanEmbedder(mulan_model, mulan_helpers.init_params(mulan_model)),
       mulan_quantizer(mulan_model.config.embed_dim))
-  w2v_model = w2v_bert_helpers.tiny_model()
-  semantic = semantic_tokenizer.SemanticTokenizer(
-      w2v_model, w2v_bert_helpers.init_params(w2v_model),
-      semantic_kmeans(w2v_model.config.emb_dim))
   stages = {}
   for seed, name in enumerate(tokens.STAGE_NAMES):
     model = stage_model(name)
     stages[name] = (model, stage_params(model, seed))
-  return codec, mulan, semantic, stages
+  return codec, mulan, stages
 
 
-def tiny_music_lm(**kwargs) -> pipeline.MusicLM:
-  """All six parts, untrained; short crops (CROPS) unless given."""
-  codec, mulan, semantic, stages = _parts()
+@functools.lru_cache(maxsize=None)
+def _semantic_tokenizer():
+  w2v_model = w2v_bert_helpers.tiny_model()
+  return semantic_tokenizer.SemanticTokenizer(
+      w2v_model, w2v_bert_helpers.init_params(w2v_model),
+      semantic_kmeans(w2v_model.config.emb_dim))
+
+
+def tiny_music_lm(with_semantic_tokenizer: bool = True, **kwargs) -> pipeline.MusicLM:
+  """All six parts (the w2v-BERT only `with_semantic_tokenizer`, for continuation),
+  untrained; short crops (CROPS) unless given."""
+  codec, mulan, stages = _parts()
   kwargs = dict(dict(crop_seconds=CROPS, context_seconds=CONTEXTS), **kwargs)
+  semantic = _semantic_tokenizer() if with_semantic_tokenizer else None
   return pipeline.MusicLM(codec=codec, mulan=mulan, stages=stages, semantic_tokenizer=semantic,
                           **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_music_lm() -> pipeline.MusicLM:
+  """One text-only `tiny_music_lm()` per process: its samplers keep their compiled programs."""
+  return tiny_music_lm(with_semantic_tokenizer=False)
 
 
 def _save_train_state(model_dir, state: TrainState, step: int = 1) -> None:
@@ -115,7 +128,7 @@ def write_parts(parts: pipeline.Parts) -> None:
   mulan_quantizer(mulan_model.config.embed_dim).save(mulan_tokens.rvq_path(parts.mulan_dir))
   for seed, name in enumerate(tokens.STAGE_NAMES):
     model, model_dir = parts.stage(name)
-    _params_checkpoint(model_dir, jax.jit(functools.partial(stage_params, model))(seed))
+    _params_checkpoint(model_dir, stage_params(model, seed))
   if parts.w2v_bert_dir:
     w2v_model = parts.w2v_bert_model
     _params_checkpoint(parts.w2v_bert_dir, w2v_bert_helpers.init_params(w2v_model))

@@ -22,14 +22,14 @@ PROMPTS = [
 
 
 class CountingLoader:
-  """Builds the tiny MusicLM on the first call; counts calls."""
+  """The shared tiny MusicLM; counts calls."""
 
   def __init__(self):
     self.calls = 0
 
   def __call__(self):
     self.calls += 1
-    return pipeline_helpers.tiny_music_lm()
+    return pipeline_helpers.shared_music_lm()
 
 
 def _prompts_file(tmp_path, prompts=PROMPTS):
@@ -151,7 +151,7 @@ def test_prompt_files_plain_and_jsonl_and_their_errors(tmp_path):
 
 
 def test_best_of_n_records_the_mulan_score(tmp_path):
-  prompts = [{"id": "p", "text": "calm piano", "seconds": 0.4}]
+  prompts = [{"id": "p", "text": "calm piano", "seconds": 0.6}]
   text_to_audio.generate(load_music_lm=CountingLoader(), output_dir=str(tmp_path / "out"),
                          prompts_file=_prompts_file(tmp_path, prompts), num_candidates=2)
   (record,) = _records(tmp_path / "out")
