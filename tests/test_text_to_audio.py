@@ -192,3 +192,34 @@ def test_infer_command_generates_from_the_gin_configured_parts(tmp_path):
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1].startswith(
       f"musiclm_jax.infer: error: prompts file not found: {tmp_path / 'nope.txt'}")
+
+
+CAPTIONS_TASK = "text_to_audio_test_captions"
+
+
+def _register_captions_task():
+  import seqio  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  if CAPTIONS_TASK in seqio.TaskRegistry.names():
+    return
+  captions = {"text": ["calm piano", "<b>bold</b> drums", "strings"], "ytid": ["x1", "x/2", "x3"]}
+  seqio.TaskRegistry.add(
+      CAPTIONS_TASK,
+      source=seqio.FunctionDataSource(
+          lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensor_slices(captions),
+          splits=("validation",)),
+      preprocessors=[],
+      output_features={k: seqio.Feature(seqio.PassThroughVocabulary(size=0), add_eos=False,
+                                        dtype=tf.string, rank=0) for k in captions})
+
+
+def test_prompts_from_a_seqio_task_use_its_text_and_id_features():
+  _register_captions_task()
+  prompts = text_to_audio.task_prompts(CAPTIONS_TASK, "validation", 2.0, id_feature="ytid",
+                                       max_prompts=2)
+  assert prompts == [text_to_audio.Prompt("x1", "calm piano", 2.0),
+                     text_to_audio.Prompt("x/2", "<b>bold</b> drums", 2.0)]
+  assert [p.id for p in text_to_audio.task_prompts(CAPTIONS_TASK, "validation", 2.0)] == [
+      "0", "1", "2"]
+  with pytest.raises(ValueError, match="no feature 'caption'"):
+    text_to_audio.task_prompts(CAPTIONS_TASK, "validation", 2.0, text_feature="caption")
