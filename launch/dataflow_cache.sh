@@ -4,16 +4,25 @@
 # as a package built from setup.py, so every task module and tokenizer travels with it.
 #
 #   bash launch/dataflow_cache.sh --project=P --region=us-central1 --bucket=gs://B \
-#     --tasks='fma_tokens.*' [--module_import=tasks.audio_tasks ...] [--max_num_workers=64] \
-#     [--machine_type=n2-highmem-8] [--dry_run]
+#     --tasks='fma_tokens_small_24k' [--module_import=tasks.token_tasks ...] \
+#     [--tokenizers_gin=tasks/fma_tokens.gin --tokenizers_bindings="SOUNDSTREAM_DIR='gs://B/ss'; ..."] \
+#     [--sdk_container_image=IMAGE] [--max_num_workers=64] [--machine_type=n2-highmem-8] [--dry_run]
 #
 # Reads TFDS data from gs://B/tensorflow_datasets, writes the cache to gs://B/seqio_cache
-# (which training then reads with DatasetConfig.use_cached). --dry_run prints the command.
-# Locally, the same command with --runner=DirectRunner is what cache_tasks_main runs by default.
+# (which the stage tasks then read: MUSICLM_SEQIO_CACHE_DIR=gs://B/seqio_cache). --dry_run prints
+# the command. Locally, the same command with --runner=DirectRunner is what cache_tasks_main runs
+# by default.
+#
+# The tokenizers: tasks/token_tasks.py reads them from $MUSICLM_TOKENIZERS_GIN and
+# $MUSICLM_TOKENIZERS_GIN_BINDINGS (--tokenizers_gin / --tokenizers_bindings set them here).
+# Dataflow workers do not inherit this machine's environment, so they need a worker image that
+# sets both and holds the code (--sdk_container_image; launch/README.md has the Dockerfile);
+# with an image, setup.py is not shipped.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"
 PROJECT="" REGION="" BUCKET="" TASKS="" DRY_RUN=0 MAX_WORKERS=64 MACHINE=n2-highmem-8
+TOKENIZERS_GIN="" TOKENIZERS_BINDINGS="" IMAGE=""
 MODULES=()
 for arg in "$@"; do
   case "$arg" in
@@ -24,6 +33,9 @@ for arg in "$@"; do
     --module_import=*) MODULES+=("${arg#*=}") ;;
     --max_num_workers=*) MAX_WORKERS="${arg#*=}" ;;
     --machine_type=*) MACHINE="${arg#*=}" ;;
+    --tokenizers_gin=*) TOKENIZERS_GIN="${arg#*=}" ;;
+    --tokenizers_bindings=*) TOKENIZERS_BINDINGS="${arg#*=}" ;;
+    --sdk_container_image=*) IMAGE="${arg#*=}" ;;
     --dry_run) DRY_RUN=1 ;;
     *) echo "dataflow_cache.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
@@ -36,15 +48,30 @@ for name in PROJECT REGION BUCKET TASKS; do
 done
 case "$BUCKET" in gs://*) ;; *) echo "dataflow_cache.sh: --bucket must be gs://..." >&2; exit 2 ;; esac
 BUCKET="${BUCKET%/}"
-[ ${#MODULES[@]} -gt 0 ] || MODULES=(tasks.audio_tasks)
+[ ${#MODULES[@]} -gt 0 ] || MODULES=(tasks.token_tasks)
+if [ -n "$TOKENIZERS_GIN$TOKENIZERS_BINDINGS" ] && [ -z "$IMAGE" ]; then
+  echo "dataflow_cache.sh: --tokenizers_gin/--tokenizers_bindings reach only this machine; the" \
+       "Dataflow workers need them too: pass --sdk_container_image (see launch/README.md)" >&2
+  exit 2
+fi
 
 # Dataflow options, one comma-separated flag (cache_tasks_main splits it for Beam).
 OPTIONS="--runner=DataflowRunner,--project=$PROJECT,--region=$REGION"
 OPTIONS+=",--temp_location=$BUCKET/dataflow/tmp,--staging_location=$BUCKET/dataflow/staging"
-OPTIONS+=",--setup_file=$ROOT/setup.py,--max_num_workers=$MAX_WORKERS"
+if [ -n "$IMAGE" ]; then
+  OPTIONS+=",--sdk_container_image=$IMAGE,--max_num_workers=$MAX_WORKERS"
+else
+  OPTIONS+=",--setup_file=$ROOT/setup.py,--max_num_workers=$MAX_WORKERS"
+fi
 OPTIONS+=",--machine_type=$MACHINE,--experiments=use_runner_v2"
 
-CMD=("$PYTHON" -m seqio.scripts.cache_tasks_main)
+# env(1): the launcher imports tasks.token_tasks too and reads the tokenizers' checkpoints.
+ENVS=()
+[ -z "$TOKENIZERS_GIN" ] || ENVS+=("MUSICLM_TOKENIZERS_GIN=$TOKENIZERS_GIN")
+[ -z "$TOKENIZERS_BINDINGS" ] || ENVS+=("MUSICLM_TOKENIZERS_GIN_BINDINGS=$TOKENIZERS_BINDINGS")
+CMD=()
+[ ${#ENVS[@]} -eq 0 ] || CMD+=(env "${ENVS[@]}")
+CMD+=("$PYTHON" -m seqio.scripts.cache_tasks_main)
 for module in "${MODULES[@]}"; do CMD+=("--module_import=$module"); done
 CMD+=("--tasks=$TASKS" "--output_cache_dir=$BUCKET/seqio_cache"
       "--tfds_data_dir=$BUCKET/tensorflow_datasets" "--pipeline_options=$OPTIONS"

@@ -32,10 +32,10 @@ from typing import Mapping, Optional
 
 import gin
 import numpy as np
+from etils import epath
 
-from musiclm_jax import audio, tokens
+from musiclm_jax import audio, mulan_tokens, semantic_tokenizer, tokens
 from musiclm_jax.codec import Codec
-from musiclm_jax.kmeans import SemanticKMeans
 from musiclm_jax.mulan_tokens import MuLanEmbedder, MuLanQuantizer, MuLanTokenizer
 from musiclm_jax.semantic_tokenizer import SemanticTokenizer
 
@@ -43,20 +43,26 @@ from musiclm_jax.semantic_tokenizer import SemanticTokenizer
 TARGET_DBFS = -20.0
 
 
+# epath: checkpoints may live on GCS (gs://...) as well as on local disk.
+def _absolute(path) -> str:
+  path = os.fspath(path)
+  return path if "://" in path else os.path.abspath(path)
+
+
 def _newest_step(checkpoint_root: str, what: str) -> int:
-  if not os.path.isdir(checkpoint_root):
+  root = epath.Path(checkpoint_root)
+  if not root.is_dir():
     raise FileNotFoundError(f"no {what} checkpoints in {checkpoint_root}")
-  steps = sorted(int(d) for d in os.listdir(checkpoint_root) if d.isdigit())
+  steps = sorted(int(d.name) for d in root.iterdir() if d.name.isdigit())
   if not steps:
     raise FileNotFoundError(f"no {what} checkpoint step under {checkpoint_root}")
   return steps[-1]
 
 
 def _file_digest(path: str) -> str:
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"tokenizer file not found: {path}")
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()[:12]
+  return hashlib.sha256(epath.Path(path).read_bytes()).hexdigest()[:12]
 
 
 @gin.configurable(module="music_tokenizers")
@@ -90,7 +96,7 @@ class TokenizerCheckpoints:
   def resolved(self) -> "TokenizerCheckpoints":
     """Absolute directories, explicit steps and files: what a fingerprint names."""
     self.check()
-    dirs = {name: os.path.abspath(os.fspath(getattr(self, name)))
+    dirs = {name: _absolute(getattr(self, name))
             for name in ("soundstream_dir", "w2v_bert_dir", "mulan_dir")}
     steps = {}
     for model, what in (("soundstream", "SoundStream"), ("w2v_bert", "w2v-BERT"),
@@ -99,13 +105,12 @@ class TokenizerCheckpoints:
       root = os.path.join(dirs[f"{model}_dir"], "checkpoints")
       if step is None:
         step = _newest_step(root, what)
-      elif not os.path.isdir(os.path.join(root, str(step))):
+      elif not epath.Path(root, str(step)).is_dir():
         raise FileNotFoundError(f"no {what} checkpoint step {step} under {root}")
       steps[f"{model}_step"] = int(step)
-    from musiclm_jax import mulan_tokens, semantic_tokenizer  # pylint: disable=g-import-not-at-top
-    files = {"kmeans_file": os.path.abspath(
+    files = {"kmeans_file": _absolute(
                  self.kmeans_file or semantic_tokenizer.centroids_path(dirs["w2v_bert_dir"])),
-             "mulan_rvq_file": os.path.abspath(
+             "mulan_rvq_file": _absolute(
                  self.mulan_rvq_file or mulan_tokens.rvq_path(dirs["mulan_dir"]))}
     return TokenizerCheckpoints(**dirs, **steps, **files)
 

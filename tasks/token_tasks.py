@@ -283,6 +283,17 @@ def register_token_tasks(spec: TokenTaskSpec) -> str:
   return name
 
 
+@gin.configurable(module="tasks")
+def token_task_crop_seconds(token_task: str = gin.REQUIRED,
+                            stage_name: str = gin.REQUIRED) -> float:
+  """The crop a stage task over `token_task` uses; for gin, so feature lengths derive from it:
+  `tasks.stage_feature_lengths.crop_seconds = @tasks.token_task_crop_seconds()`."""
+  if token_task not in _REGISTERED:
+    raise ValueError(f"{token_task!r} is not a registered tokenizing task; known: "
+                     f"{sorted(_REGISTERED)}")
+  return _REGISTERED[token_task].crop_seconds[stage_name]
+
+
 def paper_crops(clip_seconds: float, layout: tokens.TokenLayout = tokens.PAPER) -> dict:
   """The paper's stage crops (30 / 10 / 3 s), shortened to clips of `clip_seconds`."""
   return {s: min(layout.stage(s).crop_seconds, clip_seconds) for s in tokens.STAGE_NAMES}

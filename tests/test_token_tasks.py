@@ -121,6 +121,9 @@ def test_every_builder_config_has_a_tokenizing_task_and_stage_tasks():
   assert tiny_spec.layout == tokens.TINY and tiny_spec.min_seconds == 4.0
   assert token_tasks.synthetic_music_spec("24k").crop_seconds == {
       "semantic": 10.0, "coarse": 10.0, "fine": 3.0}
+  assert token_tasks.token_task_crop_seconds("fma_tokens_small_24k", "semantic") == 29.0
+  with pytest.raises(ValueError, match="'nope' is not a registered tokenizing task"):
+    token_tasks.token_task_crop_seconds("nope", "fine")
 
 
 @pytest.mark.parametrize("gin_file, task", [
