@@ -3,7 +3,6 @@ mode, continuation and best-of-N reranking."""
 import numpy as np
 import pytest
 
-from musiclm_jax import pipeline
 from tests import pipeline_helpers
 from tests.pipeline_helpers import CROPS, LAYOUT
 
