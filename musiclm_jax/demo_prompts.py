@@ -1,0 +1,52 @@
+"""The demo's prompts: captions of the synthetic set's style with chosen attributes.
+
+Every prompt differs from another in one attribute the audio can be measured on (register:
+pitch; instrument: timbre), so a test can check that generated audio follows its prompt
+better than a shuffled-prompt control (tests/test_demo.py).
+"""
+import itertools
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+from tasks import music_captions, music_synth
+
+REGISTERS = ("low", "high")
+INSTRUMENTS = ("sine", "square", "plucked")
+DRUMS = (False, True)
+
+
+def prompt_attributes() -> list[dict[str, Any]]:
+  """Register x instrument x drums, the rest fixed at the corpus's middle values."""
+  rows = []
+  for register, instrument, drums in itertools.product(REGISTERS, INSTRUMENTS, DRUMS):
+    low, high = music_synth.REGISTERS[register]
+    root = (low + high) // 2
+    rows.append({
+        "instrument": instrument, "register": register, "root_midi": root,
+        "key": music_synth.KEY_NAMES[root % 12], "mode": "major", "tempo_bpm": 110,
+        "tempo": music_synth.tempo_word(110), "drums": drums, "loudness": "medium",
+        "loudness_dbfs": music_synth.LOUDNESS_DBFS["medium"]})
+  return rows
+
+
+def write_prompts(path: str, seconds: float, seed: int = 0) -> list[dict[str, Any]]:
+  """Writes the prompts JSONL (`id`, `text`, `seconds`, `attributes`); returns its records."""
+  records = []
+  for i, attributes in enumerate(prompt_attributes()):
+    text = music_captions.write_caption(attributes, np.random.default_rng([seed, i]))
+    drums = "drums" if attributes["drums"] else "nodrums"
+    records.append({"id": f"{i:02d}_{attributes['register']}_{attributes['instrument']}_{drums}",
+                    "text": text, "seconds": seconds, "attributes": attributes})
+  with open(path, "w") as f:
+    for record in records:
+      f.write(json.dumps(record) + "\n")
+  return records
+
+
+if __name__ == "__main__":
+  if len(sys.argv) != 3:
+    raise SystemExit("usage: python -m musiclm_jax.demo_prompts OUT.jsonl SECONDS")
+  write_prompts(sys.argv[1], float(sys.argv[2]))
