@@ -31,7 +31,7 @@ CONTEXTS = {"semantic": 0.4, "coarse": 0.2}
 
 def stage_model(name: str, **overrides) -> DecoderOnlyModel:
   stage = LAYOUT.stage(name)
-  config = tiny_transformer_config(vocab_size=stage.vocab_size, **dict(num_layers=1, **overrides))
+  config = tiny_transformer_config(vocab_size=stage.vocab_size, **{"num_layers": 1, **overrides})
   return DecoderOnlyModel(DecoderOnlyTransformer(config), stage=stage)
 
 
