@@ -48,6 +48,9 @@ class Prompt:
   id: str
   text: str
   seconds: float
+  # The reference clip this prompt describes (a task's clip, or JSONL `reference_id`):
+  # evaluation pairs the generation with it (per-clip KL).
+  reference_id: Optional[str] = None
 
 
 def _check_seconds(seconds, where: str) -> float:
@@ -80,8 +83,10 @@ def read_prompts(path: str, seconds: float) -> list[Prompt]:
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
           raise ValueError(f"{where}: needs a non-empty string 'text'")
+        reference = record.get("reference_id")
         prompts.append(Prompt(str(record.get("id", number)), text.strip(),
-                              _check_seconds(record.get("seconds", seconds), where)))
+                              _check_seconds(record.get("seconds", seconds), where),
+                              None if reference is None else str(reference)))
       else:
         prompts.append(Prompt(str(number), line, _check_seconds(seconds, where)))
   if not prompts:
@@ -116,7 +121,8 @@ def task_prompts(task_name: str, split: str, seconds: float, text_feature: str =
                        f"(it has {sorted(example)}); set text_to_audio.generate.text_feature")
     value = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)
     clip_id = value(example[id_feature]) if id_feature else str(index)
-    prompts.append(Prompt(clip_id, value(example[text_feature]), _check_seconds(seconds, task_name)))
+    prompts.append(Prompt(clip_id, value(example[text_feature]),
+                          _check_seconds(seconds, task_name), clip_id if id_feature else None))
   if not prompts:
     raise ValueError(f"task {task_name} ({split}) yielded no examples")
   return _unique(prompts, task_name)
@@ -218,6 +224,8 @@ def generate(*, load_music_lm: Callable[[], pipeline.MusicLM], output_dir: str,
                 "seconds": float(out.seconds), "seed": batch_seed,
                 "tokens": out.token_counts(), "batch_size": len(batch),
                 "timings": {k: round(v, 4) for k, v in out.timings.items()}}
+      if prompt.reference_id is not None:
+        record["reference_id"] = prompt.reference_id
       if out.scores is not None:
         record.update(mulan_score=float(out.scores[row]), num_candidates=num_candidates)
       _append(records_path, record)

@@ -15,7 +15,7 @@ from tests.train_runner import REPO, env
 
 PROMPTS = [
     {"id": "../evil", "text": "<script>window.pwned = 1</script> calm piano", "seconds": 0.6},
-    {"id": "a/b", "text": "loud drums", "seconds": 0.6},
+    {"id": "a/b", "text": "loud drums", "seconds": 0.6, "reference_id": "clip-9"},
     {"id": "a_b", "text": "soft strings", "seconds": 0.6},
     {"id": "café ☕", "text": "jazz trio", "seconds": 0.4},
 ]
@@ -63,6 +63,7 @@ def test_every_prompt_gets_a_wav_a_record_and_a_row(generated):
   assert [r["id"] for r in records] == [p["id"] for p in PROMPTS]
   for record, prompt in zip(records, PROMPTS):
     assert record["text"] == prompt["text"]
+    assert record.get("reference_id") == prompt.get("reference_id")
     assert record["file"] == listening_page.safe_stem(prompt["id"]) + ".wav"
     assert record["sample_rate"] == 16000 and record["seconds"] == prompt["seconds"]
     wav, rate = sf.read(output_dir / record["file"])
@@ -146,6 +147,10 @@ def test_prompt_files_plain_and_jsonl_and_their_errors(tmp_path):
       text_to_audio.read_prompts(str(tmp_path / "bad.jsonl"), seconds=1.0)
   with pytest.raises(FileNotFoundError, match="missing.txt"):
     text_to_audio.read_prompts(str(tmp_path / "missing.txt"), seconds=1.0)
+  referenced = tmp_path / "referenced.jsonl"
+  referenced.write_text('{"id": "g1", "text": "x", "reference_id": 17}\n', encoding="utf-8")
+  assert text_to_audio.read_prompts(str(referenced), seconds=1.0) == [
+      text_to_audio.Prompt("g1", "x", 1.0, "17")]
   with pytest.raises(ValueError, match="exactly one of"):
     text_to_audio.generate(load_music_lm=CountingLoader(), output_dir=str(tmp_path / "o"))
 
@@ -217,9 +222,10 @@ def test_prompts_from_a_seqio_task_use_its_text_and_id_features():
   _register_captions_task()
   prompts = text_to_audio.task_prompts(CAPTIONS_TASK, "validation", 2.0, id_feature="ytid",
                                        max_prompts=2)
-  assert prompts == [text_to_audio.Prompt("x1", "calm piano", 2.0),
-                     text_to_audio.Prompt("x/2", "<b>bold</b> drums", 2.0)]
-  assert [p.id for p in text_to_audio.task_prompts(CAPTIONS_TASK, "validation", 2.0)] == [
-      "0", "1", "2"]
+  # A task's clip is the reference its generation is evaluated against (per-clip KL).
+  assert prompts == [text_to_audio.Prompt("x1", "calm piano", 2.0, "x1"),
+                     text_to_audio.Prompt("x/2", "<b>bold</b> drums", 2.0, "x/2")]
+  unnamed = text_to_audio.task_prompts(CAPTIONS_TASK, "validation", 2.0)
+  assert [(p.id, p.reference_id) for p in unnamed] == [("0", None), ("1", None), ("2", None)]
   with pytest.raises(ValueError, match="no feature 'caption'"):
     text_to_audio.task_prompts(CAPTIONS_TASK, "validation", 2.0, text_feature="caption")
