@@ -27,6 +27,7 @@ import gin
 import numpy as np
 from absl import logging
 
+from musiclm_jax import listening_page, text_to_audio
 from musiclm_jax.metrics import embedders as embedders_lib
 from musiclm_jax.metrics import eval_sets, fad, kl, metrics_report
 from musiclm_jax.metrics.embedding_cache import EmbeddingCache
@@ -157,5 +158,13 @@ def evaluate(*, generations_dir: str, reference: str, reference_split: str,
     json.dump(report, f, indent=2)
   with open(os.path.join(output_dir, METRICS_MD), "w", encoding="utf-8") as f:
     f.write(metrics_report.markdown(report))
+  _relink_listening_page(output_dir)
   logging.info("Wrote %s", json_path)
   return json_path
+
+
+def _relink_listening_page(folder: str) -> None:
+  """A listening page written before the metrics existed is rewritten to link them."""
+  records_path = os.path.join(folder, text_to_audio.RECORDS)
+  if os.path.exists(os.path.join(folder, "index.html")) and os.path.exists(records_path):
+    listening_page.write_page(folder, text_to_audio.finished_records(folder))

@@ -32,6 +32,7 @@ import soundfile as sf
 from absl import logging
 
 from musiclm_jax import inference, listening_page, pipeline
+from musiclm_jax.metrics import eval_sets
 
 RECORDS = "generations.jsonl"
 
@@ -105,24 +106,39 @@ def _unique(prompts: list[Prompt], source: str) -> list[Prompt]:
   return prompts
 
 
-def task_prompts(task_name: str, split: str, seconds: float, text_feature: str = "text",
+def _caption_dataset(name: str, split: str):
+  """A captioned set's examples: an audio task's uncropped TFDS source (as evaluate reads its
+  references) or a TFDS name; any other seqio task as its preprocessors leave it."""
+  import seqio  # pylint: disable=import-outside-toplevel
+  if name in seqio.TaskRegistry.names():
+    task = seqio.get_mixture_or_task(name)
+    if not hasattr(task.source, "tfds_dataset"):
+      return task.get_dataset(None, split=split, shuffle=False, num_epochs=1)
+  return eval_sets.reference_dataset(name, split)[0]
+
+
+def task_prompts(task_name: str, split: str, seconds: float, text_feature: Optional[str] = None,
                  id_feature: Optional[str] = None,
                  max_prompts: Optional[int] = None) -> list[Prompt]:
-  """Captions of a seqio task's split, in order (id: `id_feature`, else the example index)."""
-  import seqio  # pylint: disable=import-outside-toplevel
-  task = seqio.get_mixture_or_task(task_name)
-  dataset = task.get_dataset(None, split=split, shuffle=False, num_epochs=1)
+  """Captions of a seqio task's (or TFDS name's) split, in order.
+
+  Text and id features are found as evaluate finds them (eval_sets.TEXT_KEYS / ID_KEYS) unless
+  named; the id is also the prompt's reference_id, so evaluation pairs each generation with
+  its clip. A set without ids numbers its examples (and has no reference ids).
+  """
+  dataset = _caption_dataset(task_name, split)
+  features = dataset.element_spec
+  text_key = eval_sets.pick_key(features, text_feature, eval_sets.TEXT_KEYS, "caption",
+                                task_name)
+  id_key = (eval_sets.pick_key(features, id_feature, (), "id", task_name) if id_feature else
+            next((k for k in eval_sets.ID_KEYS if k in features), None))
   prompts = []
   for index, example in enumerate(dataset.as_numpy_iterator()):
     if max_prompts is not None and index >= max_prompts:
       break
-    if text_feature not in example:
-      raise ValueError(f"task {task_name} has no feature {text_feature!r} "
-                       f"(it has {sorted(example)}); set text_to_audio.generate.text_feature")
-    value = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)
-    clip_id = value(example[id_feature]) if id_feature else str(index)
-    prompts.append(Prompt(clip_id, value(example[text_feature]),
-                          _check_seconds(seconds, task_name), clip_id if id_feature else None))
+    clip_id = eval_sets.as_text(example[id_key]) if id_key else None
+    prompts.append(Prompt(clip_id or str(index), eval_sets.as_text(example[text_key]),
+                          _check_seconds(seconds, task_name), clip_id))
   if not prompts:
     raise ValueError(f"task {task_name} ({split}) yielded no examples")
   return _unique(prompts, task_name)
@@ -182,7 +198,7 @@ def _batches(prompts: list[Prompt], batch_size: int):
 @gin.configurable(module="text_to_audio")
 def generate(*, load_music_lm: Callable[[], pipeline.MusicLM], output_dir: str,
              prompts_file: Optional[str] = None, task_name: Optional[str] = None,
-             split: str = "validation", text_feature: str = "text",
+             split: str = "validation", text_feature: Optional[str] = None,
              id_feature: Optional[str] = None, max_prompts: Optional[int] = None,
              seconds: float = 10.0, batch_size: int = 4, num_candidates: int = 1,
              seed: int = 0, title: str = "MusicLM generations") -> str:

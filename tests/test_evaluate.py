@@ -92,6 +92,9 @@ def test_evaluate_writes_metrics_beside_the_listening_page(tmp_path, references)
   table = open(os.path.join(folder, "metrics.md"), encoding="utf-8").read()
   assert "| FAD (musicnn_MTT_musicnn) |" in table and "FAD∞" in table and ids[0] in table
   print(table)
+  # The listening page written before the metrics now links them and lists every clip.
+  page = open(os.path.join(folder, "index.html"), encoding="utf-8").read()
+  assert 'href="metrics.md"' in page and page.count("<audio") == 8
 
   # A second run embeds no reference clip again; clean generations score lower.
   clean = eh.write_generation_folder(str(tmp_path / "clean"), wavs[:8], captions[:8])

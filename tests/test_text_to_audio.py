@@ -225,7 +225,21 @@ def test_prompts_from_a_seqio_task_use_its_text_and_id_features():
   # A task's clip is the reference its generation is evaluated against (per-clip KL).
   assert prompts == [text_to_audio.Prompt("x1", "calm piano", 2.0, "x1"),
                      text_to_audio.Prompt("x/2", "<b>bold</b> drums", 2.0, "x/2")]
-  unnamed = text_to_audio.task_prompts(CAPTIONS_TASK, "validation", 2.0)
-  assert [(p.id, p.reference_id) for p in unnamed] == [("0", None), ("1", None), ("2", None)]
-  with pytest.raises(ValueError, match="no feature 'caption'"):
+  # Unnamed, the features are found as evaluate finds them: ytid is an id, text a caption.
+  found = text_to_audio.task_prompts(CAPTIONS_TASK, "validation", 2.0)
+  assert [(p.id, p.text) for p in found] == [("x1", "calm piano"), ("x/2", "<b>bold</b> drums"),
+                                             ("x3", "strings")]
+  with pytest.raises(ValueError, match="no caption feature 'caption'"):
     text_to_audio.task_prompts(CAPTIONS_TASK, "validation", 2.0, text_feature="caption")
+
+
+def test_prompts_from_an_audio_task_read_its_uncropped_source(tmp_path, monkeypatch):
+  # A raw-audio pairs task crops its audio (it needs a sequence length); its captions and clip
+  # ids come from its TFDS source instead, the ids becoming the generations' reference ids.
+  from tasks import audio_tasks  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("MUSICLM_TFDS_DIR", str(tmp_path / "tfds"))
+  prompts = text_to_audio.task_prompts("synthetic_music_pairs_tiny", "validation", 1.0,
+                                       max_prompts=3)
+  assert len(prompts) == 3 and all(p.reference_id == p.id for p in prompts)
+  assert len({p.id for p in prompts}) == 3 and all(len(p.text) > 20 for p in prompts)
+  assert audio_tasks.tfds_data_dir() == str(tmp_path / "tfds")

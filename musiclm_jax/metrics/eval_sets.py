@@ -95,7 +95,8 @@ def read_generations(folder) -> ClipSet:
   return clips
 
 
-def _pick_key(features, wanted: Optional[str], candidates, what: str, name: str) -> str:
+def pick_key(features, wanted: Optional[str], candidates, what: str, name: str) -> str:
+  """`wanted` if the set has it, else the first of `candidates` it has (ValueError if none)."""
   if wanted is not None:
     if wanted not in features:
       raise ValueError(f"{name} has no {what} feature {wanted!r}; it has {sorted(features)}")
@@ -107,7 +108,7 @@ def _pick_key(features, wanted: Optional[str], candidates, what: str, name: str)
                    f"explicitly, the set has {sorted(features)}")
 
 
-def _as_text(value) -> str:
+def as_text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
@@ -138,8 +139,8 @@ def read_references(name: str, split: str, max_clips: Optional[int] = None,
   """(ClipSet, info): the split's clips and a record of what was read (for metrics.json)."""
   dataset, rate, info = reference_dataset(name, split)
   features = dataset.element_spec
-  id_key = _pick_key(features, id_key, ID_KEYS, "id", name)
-  text_key = _pick_key(features, text_key, TEXT_KEYS, "caption", name)
+  id_key = pick_key(features, id_key, ID_KEYS, "id", name)
+  text_key = pick_key(features, text_key, TEXT_KEYS, "caption", name)
   clips = ClipSet([], [], [], [])
   for example in dataset.as_numpy_iterator():
     if max_clips is not None and len(clips) >= max_clips:
@@ -147,8 +148,8 @@ def read_references(name: str, split: str, max_clips: Optional[int] = None,
     wav = np.asarray(example["audio"])
     wav = (wav.astype(np.float32) / 32768.0 if wav.dtype == np.int16
            else wav.astype(np.float32))
-    clips.ids.append(_as_text(example[id_key]))
-    clips.texts.append(_as_text(example[text_key]))
+    clips.ids.append(as_text(example[id_key]))
+    clips.texts.append(as_text(example[text_key]))
     clips.wavs.append(wav)
     clips.sample_rates.append(rate)
   if not clips.ids:
