@@ -112,6 +112,10 @@ def steps(output_dir: str, steps_scale: float = 1.0) -> list[Step]:
             "--gin.evaluation.evaluate.codec_config=@SoundStreamConfig()",
             f"--gin.evaluation.evaluate.codec_model_dir='{out.soundstream}'"),
            (os.path.join(out.generations, "metrics.json"),), env),
+      Step("prompt_following", "does the audio follow its prompt? (vs shuffled prompts)",
+           "musiclm_jax.demo_report",
+           (out.generations, f"{out.prompts}.jsonl", str(GENERATE_SECONDS)),
+           (os.path.join(out.generations, "prompt_following.json"),), env),
   ]
 
 

@@ -66,7 +66,7 @@ def test_dry_run_prints_every_step_as_a_shell_line(tmp_path):
   names = [s.name for s in demo_recipe.steps(str(tmp_path))]
   assert names == ["data", "soundstream", "w2v_bert", "kmeans", "mulan", "mulan_rvq",
                    "cache_tokens", "semantic", "coarse", "fine", "prompts", "generate",
-                   "evaluate"]
+                   "evaluate", "prompt_following"]
   for name in names:
     assert f"# {name}: " in result.stdout
   assert "python -m seqio.scripts.cache_tasks_main --module_import=tasks.token_tasks" in (
