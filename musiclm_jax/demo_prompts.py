@@ -16,6 +16,9 @@ from tasks import music_captions, music_synth
 REGISTERS = ("low", "high")
 INSTRUMENTS = ("sine", "square", "plucked")
 DRUMS = (False, True)
+# Captions per attribute combination, worded differently: more clips per attribute value make
+# the prompt-following score less of a coin toss (36 prompts).
+PHRASINGS = 3
 
 
 def prompt_attributes() -> list[dict[str, Any]]:
@@ -32,14 +35,19 @@ def prompt_attributes() -> list[dict[str, Any]]:
   return rows
 
 
-def write_prompts(path: str, seconds: float, seed: int = 0) -> list[dict[str, Any]]:
+def write_prompts(path: str, seconds: float, seed: int = 0,
+                  phrasings: int = PHRASINGS) -> list[dict[str, Any]]:
   """Writes the prompts JSONL (`id`, `text`, `seconds`, `attributes`); returns its records."""
   records = []
   for i, attributes in enumerate(prompt_attributes()):
-    text = music_captions.write_caption(attributes, np.random.default_rng([seed, i]))
     drums = "drums" if attributes["drums"] else "nodrums"
-    records.append({"id": f"{i:02d}_{attributes['register']}_{attributes['instrument']}_{drums}",
-                    "text": text, "seconds": seconds, "attributes": attributes})
+    for variant in range(phrasings):
+      text = music_captions.write_caption(attributes,
+                                          np.random.default_rng([seed, i, variant]))
+      records.append({
+          "id": f"{i:02d}{'abcdefghij'[variant]}_{attributes['register']}_"
+                f"{attributes['instrument']}_{drums}",
+          "text": text, "seconds": seconds, "attributes": attributes})
   with open(path, "w") as f:
     for record in records:
       f.write(json.dumps(record) + "\n")
