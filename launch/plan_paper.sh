@@ -4,8 +4,9 @@
 # 1-10 minutes on 2 cores and up to ~15 GB of RAM (more where XLA searches for
 # rematerialisations of activations that do not fit): run one model at a time.
 #
-#   bash launch/plan_paper.sh OUT_DIR [MODEL ...]    # MODEL: semantic coarse fine soundstream
-#                                                    #        w2v_bert mulan (default: all)
+#   [SAMPLE=0] bash launch/plan_paper.sh OUT_DIR [MODEL ...]
+#   MODEL: semantic coarse fine soundstream w2v_bert mulan (default: all); SAMPLE=0 skips the
+#   stages' sampling rows.
 #
 # Writes OUT_DIR/<model>.jsonl (one row per slice and step) and OUT_DIR/table.md, rendered from
 # every <model>.jsonl present, so subsets can run in parallel and be joined at the end.
@@ -28,18 +29,27 @@ plan() {  # plan MODEL_NAME GIN_FILE [gin flags...]
     --gin.planning.plan.output_file="'$OUT/$name.jsonl'" "$@")
 }
 
+over_slices() {  # the slices of a plan's JSON lines whose verdict is not "fits", as a gin list
+  "$PYTHON" -c 'import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+print([r["slice"] for r in rows if r["verdict"] != "fits"])' "$1"
+}
+
 for model in "${MODELS[@]}"; do
   rm -f "$OUT/$model.jsonl"
   case "$model" in
     semantic|coarse|fine)
       plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="$SLICES" \
         --gin.planning.plan.steps="['train']"
-      # The knob the rows above ask for where the activations do not fit.
-      plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="$SLICES" \
-        --gin.planning.plan.steps="['train']" --gin.TransformerConfig.remat=True \
-        --gin.planning.plan.name="'$model paper, remat'"
+      # The knob the rows above ask for, on the slices where the step does not fit.
+      local_over="$(over_slices "$OUT/$model.jsonl")"
+      if [ "$local_over" != "[]" ]; then
+        plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="$local_over" \
+          --gin.planning.plan.steps="['train']" --gin.TransformerConfig.remat=True \
+          --gin.planning.plan.name="'$model paper, remat'"
+      fi
       # Sampling keeps a KV cache per sequence: one slice shows its footprint.
-      plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="['v5e-256']" \
+      [ "${SAMPLE:-1}" = 0 ] || plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="['v5e-256']" \
         --gin.planning.plan.steps="['sample']" ;;
     soundstream)  # 1 s crops at 24 kHz
       plan "$model" models/soundstream/paper.gin --gin.planning.plan.slices="$SLICES" \
