@@ -29,10 +29,10 @@ plan() {  # plan MODEL_NAME GIN_FILE [gin flags...]
     --gin.planning.plan.output_file="'$OUT/$name.jsonl'" "$@")
 }
 
-over_slices() {  # the slices of a plan's JSON lines whose verdict is not "fits", as a gin list
+over_slices() {  # over_slices FILE NAME: the slices where NAME's rows do not fit, as a gin list
   "$PYTHON" -c 'import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-print([r["slice"] for r in rows if r["verdict"] != "fits"])' "$1"
+print([r["slice"] for r in rows if r["model"] == sys.argv[2] and r["verdict"] != "fits"])' "$@"
 }
 
 for model in "${MODELS[@]}"; do
@@ -42,11 +42,19 @@ for model in "${MODELS[@]}"; do
       plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="$SLICES" \
         --gin.planning.plan.steps="['train']"
       # The knob the rows above ask for, on the slices where the step does not fit.
-      local_over="$(over_slices "$OUT/$model.jsonl")"
-      if [ "$local_over" != "[]" ]; then
-        plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="$local_over" \
+      over="$(over_slices "$OUT/$model.jsonl" "$model paper")"
+      if [ "$over" != "[]" ]; then
+        plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="$over" \
           --gin.planning.plan.steps="['train']" --gin.TransformerConfig.remat=True \
           --gin.planning.plan.name="'$model paper, remat'"
+        # ... and the next knob they ask for where remat alone is not enough.
+        over="$(over_slices "$OUT/$model.jsonl" "$model paper, remat")"
+        if [ "$over" != "[]" ]; then
+          plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="$over" \
+            --gin.planning.plan.steps="['train']" --gin.TransformerConfig.remat=True \
+            --gin.TransformerConfig.dtype="'bfloat16'" \
+            --gin.planning.plan.name="'$model paper, remat + bf16'"
+        fi
       fi
       # Sampling keeps a KV cache per sequence: one slice shows its footprint.
       [ "${SAMPLE:-1}" = 0 ] || plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="['v5e-256']" \
