@@ -24,7 +24,8 @@ import jax
 import numpy as np
 import scipy.signal
 
-from musiclm_jax import checkpoints, decoding, generation, partitioning, tokens
+from musiclm_jax import (audio, checkpoints, decoding, generation, music_tokenizers, partitioning,
+                         tokens)
 from musiclm_jax.codec import Codec
 from musiclm_jax.models import DecoderOnlyModel
 from musiclm_jax.mulan import MuLanModel
@@ -277,7 +278,10 @@ class MusicLM:
       raise ValueError(f"the clip to continue is shorter than one semantic frame "
                        f"({wav.shape[1]} samples at {sample_rate} Hz)")
     seconds = frames / self.layout.frame_rate("semantic")
-    wav = wav[:, :int(round(seconds * sample_rate))]
+    # Each clip at the level the codec and w2v-BERT trained on (and the cached tokens were made
+    # at): a quiet clip would otherwise be coded as the near-silence it never saw.
+    wav = np.stack([audio.loudness_normalize(row, music_tokenizers.TARGET_DBFS)
+                    for row in wav[:, :int(round(seconds * sample_rate))]])
     tokenizer = self.semantic_tokenizer
     semantic = tokenizer.tokenize(resample(wav, sample_rate, tokenizer.sample_rate))[:, :frames]
     acoustic_frames = self.layout.frames("acoustic", seconds)

@@ -68,6 +68,9 @@ def test_continuation_keeps_the_clip_tokens_and_adds_the_requested_seconds(music
   clip = two_seconds.wav[:, :int(1.01 * RATE)]  # not a whole number of frames: cut to 1.0 s
   semantic, acoustic = music_lm.tokenize_clip(clip, RATE)
   assert semantic.shape == (2, 25) and acoustic.shape == (2, 50, LAYOUT.acoustic_levels)
+  # Coded at the level the tokenizers trained on: a quieter copy gives the same tokens.
+  quiet_semantic, quiet_acoustic = music_lm.tokenize_clip(clip * 0.1, RATE)
+  assert np.mean(quiet_semantic == semantic) > 0.95 and np.mean(quiet_acoustic == acoustic) > 0.95
   out = music_lm.continue_audio(clip, RATE, seconds=1.0, texts=["soft strings"], seed=2)
   assert out.prompt_frames == 25
   assert out.semantic.shape == (2, 50) and out.acoustic.shape == (2, 100, LAYOUT.acoustic_levels)
