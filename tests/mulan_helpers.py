@@ -78,3 +78,14 @@ def validation_pairs(data_dir, split: str = "validation"):
     wavs.append(example["audio"].astype(np.float32) / tfds_audio.PCM_SCALE)
     captions.append(example["caption"].decode())
   return np.stack(wavs), captions
+
+
+def train(model: MuLanModel, model_dir, steps: int):
+  """The tests' short MuLan run through the one trainer (the set must be built); its state."""
+  from musiclm_jax import optimizers, trainer  # pylint: disable=import-outside-toplevel
+  return trainer.train(
+      model=model, model_dir=str(model_dir), total_steps=steps, log_every=50,
+      checkpoint_every=steps, seed=0,
+      train_dataset_cfg=trainer.DatasetConfig(PAIRS_TASK, {"audio": WINDOW}, batch_size=16),
+      optimizer_fn=functools.partial(optimizers.create, clip_norm=1.0),
+      lr_schedule=optimizers.schedule(3e-3, warmup_steps=20, total_steps=steps))

@@ -185,13 +185,7 @@ def test_tiny_mulan_trains_and_text_retrieves_its_audio(tmp_path, monkeypatch):
   initial = jax.jit(lambda rng: nn.meta.unbox(model.get_initial_variables(
       rng, {"audio": (1, mulan_helpers.WINDOW)})["params"]))(jax.random.key(0))
   loss_before, recall_before = validate(initial)
-  state = trainer.train(
-      model=model, model_dir=str(model_dir), total_steps=steps, log_every=50,
-      checkpoint_every=steps, seed=0,
-      train_dataset_cfg=trainer.DatasetConfig(mulan_helpers.PAIRS_TASK,
-                                              {"audio": mulan_helpers.WINDOW}, batch_size=16),
-      optimizer_fn=functools.partial(optimizers.create, clip_norm=1.0),
-      lr_schedule=optimizers.schedule(3e-3, warmup_steps=20, total_steps=steps))
+  state = mulan_helpers.train(model, model_dir, steps)
   loss_after, recall_after = validate(state.params)
   print(f"validation InfoNCE over {len(captions)} pairs: {loss_before:.3f} -> {loss_after:.3f}; "
         f"text->audio before {recall_before}, after {recall_after}")
