@@ -22,6 +22,9 @@ class Compiled:
   code_bytes: int
   # None where XLA cannot count it: it counts a while loop's body once, whatever the trips.
   flops: Optional[float]
+  # Set when XLA refused the program: the HBM it says it had (below the chip's nominal HBM,
+  # which the runtime keeps some of), so the step cannot be reported as fitting.
+  refused_at_bytes: Optional[int] = None
 
   @property
   def needed_bytes(self) -> int:
@@ -36,8 +39,9 @@ class Compiled:
     match = _HBM_OOM.search(str(error))
     if match is None:
       raise error
-    temp = _parse_bytes(match.group(1))
-    return cls(step, state_bytes + input_bytes, state_bytes, state_bytes, temp, 0, None)
+    temp, available = _parse_bytes(match.group(1)), _parse_bytes(match.group(2))
+    return cls(step, state_bytes + input_bytes, state_bytes, state_bytes, temp, 0, None,
+               refused_at_bytes=available)
 
   @classmethod
   def of(cls, step: str, compiled, count_flops: bool = True) -> "Compiled":
@@ -52,7 +56,8 @@ class Compiled:
 
 # e.g. "the total memory required for HLO temporaries (16.63G) exceeds available HBM
 # (15.75G)"; XLA's K/M/G are powers of 1024.
-_HBM_OOM = re.compile(r"HLO temporaries \(([\d.]+[KMGT]?)\) exceeds available HBM")
+_HBM_OOM = re.compile(
+    r"HLO temporaries \(([\d.]+[KMGT]?)\) exceeds available HBM \(([\d.]+[KMGT]?)\)")
 
 
 def _parse_bytes(text: str) -> int:
@@ -65,9 +70,12 @@ def fix_advice(result: Compiled, hbm_bytes: int, mesh_shape: Mapping[str, int],
   """Which knobs would make a step that does not fit fit: estimates from the byte counts, to
   try in this order. knobs: the model's memory switches that are still off, by kind ("remat",
   "dtype") -> gin name (e.g. TransformerConfig.remat)."""
-  if result.needed_bytes <= hbm_bytes:
+  if result.refused_at_bytes is not None:
+    hbm_bytes = min(hbm_bytes, result.refused_at_bytes)
+  elif result.needed_bytes <= hbm_bytes:
     return "fits"
-  over = (result.needed_bytes - hbm_bytes) / GIB
+  # A refused program is over even where its byte estimate is not: XLA said so.
+  over = max(result.needed_bytes - hbm_bytes, result.temp_bytes - hbm_bytes) / GIB
   chips = int(np.prod(list(mesh_shape.values())))
   state, temp = result.argument_bytes, result.temp_bytes
   train = result.step == "train"
@@ -106,7 +114,8 @@ def row(model_name: str, tpu_slice: Slice, mesh_shape: Mapping[str, int], batch_
       "alias_gib": result.alias_bytes / GIB, "temp_gib": result.temp_bytes / GIB,
       "code_gib": result.code_bytes / GIB, "needed_gib": result.needed_bytes / GIB,
       "hbm_gib": spec.hbm_bytes / GIB,
-      "headroom_gib": (spec.hbm_bytes - result.needed_bytes) / GIB,
+      "headroom_gib": (min(spec.hbm_bytes, result.refused_at_bytes or spec.hbm_bytes)
+                       - result.needed_bytes) / GIB,
       "compiled_tflop": result.flops / 1e12 if result.flops is not None else None,
       "analytic_tflop": analytic / 1e12 if analytic else None,
       "flops_ratio": result.flops / analytic if analytic and result.flops else None,
