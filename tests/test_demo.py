@@ -27,7 +27,7 @@ def test_demo_writes_audio_metrics_and_page_and_a_rerun_skips_everything(demo):
   out, stdout = demo
   generations = out / "generations"
   records = [json.loads(line) for line in (generations / "generations.jsonl").open()]
-  assert len(records) == len(demo_prompts.prompt_attributes())
+  assert len(records) == len(demo_prompts.prompt_attributes()) * demo_prompts.PHRASINGS
   metrics = json.load((generations / "metrics.json").open())
   assert metrics["num_generations"] == len(records)
   assert np.isfinite(list(metrics["fad"].values())[0]["fad"])
