@@ -46,7 +46,8 @@ class Codec:
     written by `musiclm_jax.train` with a `soundstream_gan.SoundStream` model."""
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
-    root = os.path.join(os.fspath(model_dir), "checkpoints")
+    # orbax reads only absolute paths; a relative model_dir is the caller's working folder.
+    root = os.path.join(os.path.abspath(os.fspath(model_dir)), "checkpoints")
     steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
     if not steps:
       raise FileNotFoundError(f"no SoundStream checkpoint under {root}")

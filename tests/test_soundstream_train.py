@@ -18,7 +18,8 @@ FLAGS = ["--gin_file=models/soundstream/tiny.gin", "--gin_file=runs/train.gin",
          "--gin.trainer.train.eval_steps=1", "--gin.trainer.train.checkpoint_every=4"]
 
 
-def test_train_command_runs_the_gan_logs_codec_metrics_and_checkpoints_codebooks(tmp_path):
+def test_train_command_runs_the_gan_logs_codec_metrics_and_checkpoints_codebooks(
+    tmp_path, monkeypatch):
   result = subprocess.run(
       [sys.executable, "-m", "musiclm_jax.train", *FLAGS, f"--gin.MODEL_DIR='{tmp_path}'"],
       cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
@@ -34,3 +35,7 @@ def test_train_command_runs_the_gan_logs_codec_metrics_and_checkpoints_codebooks
   codec = Codec.from_checkpoint(tmp_path, tiny_config())
   assert int(codec.variables["codebooks"]["quantizer"]["initialized"]) == 1
   assert codec.encode(tones(2, 3200)).shape == (2, 10, 4)
+  # A model folder relative to the working folder loads too (orbax itself wants absolute).
+  monkeypatch.chdir(tmp_path.parent)
+  relative = Codec.from_checkpoint(tmp_path.name, tiny_config())
+  np.testing.assert_array_equal(relative.encode(tones(2, 3200)), codec.encode(tones(2, 3200)))
