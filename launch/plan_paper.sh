@@ -5,7 +5,9 @@
 # rematerialisations of activations that do not fit): run one model at a time.
 #
 #   [SAMPLE=0] bash launch/plan_paper.sh OUT_DIR [MODEL ...]
-#   MODEL: semantic coarse fine soundstream w2v_bert mulan (default: all); SAMPLE=0 skips the
+#   MODEL: semantic coarse fine soundstream w2v_bert mulan mulan_bert_base (default: all);
+#   mulan is the offline default (MiniLM text tower), mulan_bert_base the paper's BERT-base
+#   text tower (models/mulan/paper_bert_base.gin). SAMPLE=0 skips the
 #   stages' sampling rows.
 #
 # Writes OUT_DIR/<model>.jsonl (one row per slice and step) and OUT_DIR/table.md, rendered from
@@ -14,7 +16,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$(mkdir -p "$1" && cd "$1" && pwd)"
 shift
-ALL=(semantic coarse fine soundstream w2v_bert mulan)
+ALL=(semantic coarse fine soundstream w2v_bert mulan mulan_bert_base)
 MODELS=("${@:-${ALL[@]}}")
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 SLICES="['v4-32', 'v4-128', 'v5e-256']"
@@ -68,6 +70,10 @@ for model in "${MODELS[@]}"; do
     mulan)        # 10 s windows at 16 kHz with captions
       plan "$model" models/mulan/paper.gin --gin.planning.plan.slices="$SLICES" \
         --gin.TASK_FEATURE_LENGTHS="{'audio': 160000}" ;;
+    mulan_bert_base)
+      plan "$model" models/mulan/paper.gin --gin_file=models/mulan/paper_bert_base.gin \
+        --gin.planning.plan.slices="$SLICES" --gin.TASK_FEATURE_LENGTHS="{'audio': 160000}" \
+        --gin.planning.plan.name="'mulan paper, BERT-base text'" ;;
     *) echo "plan_paper.sh: unknown model $model; expected one of ${ALL[*]}" >&2; exit 2 ;;
   esac
 done

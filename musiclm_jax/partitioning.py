@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 import flax.linen as nn
 import gin
+from absl import logging
 import jax
 import numpy as np
 import optax
@@ -83,9 +84,28 @@ def create_mesh(mesh_shape: Sequence[int] = (-1, 1, 1), devices: Optional[Sequen
 
 def logical_to_shardings(mesh: Mesh, boxed_tree, rules) -> object:
   """NamedShardings for a tree whose leaves may be `nn.Partitioned` (unannotated leaves,
-  e.g. step counters, are replicated)."""
+  e.g. step counters, are replicated). A dimension the rules would split over more devices
+  than divide it (MiniLM's 384-d projection over a 256-chip fsdp axis) stays whole on each
+  device: the rest of the array still shards, and the run does not refuse the slice."""
   specs = nn.get_partition_spec(boxed_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+  shapes = nn.meta.unbox(boxed_tree)
+  whole = []
+
+  def divisible(path, sharding, leaf):
+    spec = list(sharding.spec)
+    for dim, axes in enumerate(spec):
+      names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+      if names and leaf.shape[dim] % math.prod(mesh.shape[a] for a in names):
+        spec[dim] = None
+        whole.append(f"{jax.tree_util.keystr(path)} dim {dim} ({leaf.shape[dim]} over {names})")
+    return NamedSharding(mesh, PartitionSpec(*spec), memory_kind=sharding.memory_kind)
+
+  fitted = jax.tree_util.tree_map_with_path(
+      divisible, shardings, shapes, is_leaf=lambda x: isinstance(x, NamedSharding))
+  if whole:
+    logging.info("Not sharded (the mesh axes do not divide them): %s", "; ".join(whole))
+  return fitted
 
 
 def opt_state_shardings(optimizer: optax.GradientTransformation, abstract_opt_state,

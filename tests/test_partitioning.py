@@ -234,3 +234,25 @@ def test_restore_onto_a_different_mesh(worker, target):
   # Training continues on the new mesh as it would have on the old one.
   np.testing.assert_allclose(entry["next_loss"], restore["next_loss_on_source"],
                              rtol=LOSS_RTOL, atol=LOSS_ATOL)
+
+
+UNEVEN_CODE = """
+import json, jax, flax.linen as nn
+from musiclm_jax import partitioning
+mesh = partitioning.create_mesh((1, 8, 1))
+tree = {"proj": nn.Partitioned(jax.ShapeDtypeStruct((12, 16), "float32"), ("embed", "mlp")),
+        "wide": nn.Partitioned(jax.ShapeDtypeStruct((16, 12), "float32"), ("embed", "mlp"))}
+shardings = partitioning.logical_to_shardings(mesh, tree, partitioning.logical_axis_rules())
+print(json.dumps({k: [str(a) for a in s.spec] for k, s in shardings.items()}))
+"""
+
+
+def test_a_dimension_the_mesh_does_not_divide_stays_whole():
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+  result = subprocess.run([sys.executable, "-c", UNEVEN_CODE], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  specs = json.loads(result.stdout.strip().splitlines()[-1])
+  # 12 rows cannot split 8 ways: that dimension is whole on each device; 16 rows still shard.
+  assert specs == {"proj": ["None", "model"], "wide": ["fsdp", "model"]}
