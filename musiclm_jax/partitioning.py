@@ -89,7 +89,9 @@ def logical_to_shardings(mesh: Mesh, boxed_tree, rules) -> object:
   device: the rest of the array still shards, and the run does not refuse the slice."""
   specs = nn.get_partition_spec(boxed_tree)
   shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
-  shapes = nn.meta.unbox(boxed_tree)
+  # The boxes' values, without unbox()'s sharding constraint (there is no mesh context here).
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # pylint: disable=unnecessary-lambda-assignment
+  shapes = jax.tree.map(lambda x: x.value if is_box(x) else x, boxed_tree, is_leaf=is_box)
   whole = []
 
   def divisible(path, sharding, leaf):

@@ -240,7 +240,8 @@ UNEVEN_CODE = """
 import json, jax, flax.linen as nn
 from musiclm_jax import partitioning
 mesh = partitioning.create_mesh((1, 8, 1))
-tree = {"proj": nn.Partitioned(jax.ShapeDtypeStruct((12, 16), "float32"), ("embed", "mlp")),
+tree = {"proj": nn.LogicallyPartitioned(jax.ShapeDtypeStruct((12, 16), "float32"),
+                                     ("embed", "mlp")),
         "wide": nn.Partitioned(jax.ShapeDtypeStruct((16, 12), "float32"), ("embed", "mlp"))}
 shardings = partitioning.logical_to_shardings(mesh, tree, partitioning.logical_axis_rules())
 print(json.dumps({k: [str(a) for a in s.spec] for k, s in shardings.items()}))
