@@ -12,6 +12,7 @@ note's frequency), so a 5 s clip renders in a few milliseconds.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -43,23 +44,55 @@ def tempo_word(bpm: int) -> str:
   return TEMPO_WORDS[-1][0]
 
 
-def draw_attributes(index: int, seed: int) -> dict[str, Any]:
-  """The clip's attributes; a pure function of (seed, index)."""
+@dataclasses.dataclass(frozen=True)
+class AttributeSpace:
+  """The values a corpus draws each attribute from (uniformly; tempo from an inclusive range)."""
+  instruments: tuple[str, ...] = INSTRUMENTS
+  registers: tuple[str, ...] = tuple(REGISTERS)
+  modes: tuple[str, ...] = tuple(SCALES)
+  tempo_bpm: tuple[int, int] = TEMPO_BPM
+  loudness: tuple[str, ...] = tuple(LOUDNESS_DBFS)
+  drums: tuple[bool, ...] = (False, True)
+
+  def __post_init__(self):
+    for name, known in (("instruments", INSTRUMENTS), ("registers", REGISTERS),
+                        ("modes", SCALES), ("loudness", LOUDNESS_DBFS)):
+      unknown = [v for v in getattr(self, name) if v not in known]
+      if unknown or not getattr(self, name):
+        raise ValueError(f"AttributeSpace.{name}: need values from {list(known)}, got "
+                         f"{list(getattr(self, name))}")
+    low, high = self.tempo_bpm
+    if not TEMPO_BPM[0] <= low <= high <= TEMPO_BPM[1]:
+      raise ValueError(f"AttributeSpace.tempo_bpm {self.tempo_bpm} must lie in {TEMPO_BPM}")
+
+
+# Every attribute free: the default corpus.
+FULL = AttributeSpace()
+# The demo's small world: only what its prompts vary (register, instrument, drums) varies, the
+# rest sits at one value, so a few hundred clips show tiny models each of the 12 combinations
+# about twenty times.
+DEMO = AttributeSpace(instruments=("sine", "square", "plucked"), registers=("low", "high"),
+                      modes=("major",), tempo_bpm=(110, 110), loudness=("medium",))
+SPACES = {"full": FULL, "demo": DEMO}
+
+
+def draw_attributes(index: int, seed: int, space: AttributeSpace = FULL) -> dict[str, Any]:
+  """The clip's attributes; a pure function of (seed, index, space)."""
   rng = np.random.default_rng([seed, index, 0])
-  register = str(rng.choice(list(REGISTERS)))
+  register = str(rng.choice(list(space.registers)))
   low, high = REGISTERS[register]
   root = int(rng.integers(low, high + 1))
-  bpm = int(rng.integers(TEMPO_BPM[0], TEMPO_BPM[1] + 1))
-  loudness = str(rng.choice(list(LOUDNESS_DBFS)))
+  bpm = int(rng.integers(space.tempo_bpm[0], space.tempo_bpm[1] + 1))
+  loudness = str(rng.choice(list(space.loudness)))
   return {
-      "instrument": str(rng.choice(INSTRUMENTS)),
+      "instrument": str(rng.choice(list(space.instruments))),
       "register": register,
       "root_midi": root,
       "key": KEY_NAMES[root % 12],
-      "mode": str(rng.choice(list(SCALES))),
+      "mode": str(rng.choice(list(space.modes))),
       "tempo_bpm": bpm,
       "tempo": tempo_word(bpm),
-      "drums": bool(rng.integers(2)),
+      "drums": bool(rng.choice(list(space.drums))),
       "loudness": loudness,
       "loudness_dbfs": LOUDNESS_DBFS[loudness],
   }
@@ -231,9 +264,9 @@ def _rms(x: np.ndarray) -> float:
   return float(np.sqrt(np.mean(np.square(x)))) or 1.0
 
 
-def render_clip(index: int, seed: int, sample_rate: int,
-                seconds: float) -> tuple[np.ndarray, str, dict[str, Any]]:
-  """Clip `index` of the corpus `seed`.
+def render_clip(index: int, seed: int, sample_rate: int, seconds: float,
+                space: AttributeSpace = FULL) -> tuple[np.ndarray, str, dict[str, Any]]:
+  """Clip `index` of the corpus `seed` drawn from `space`.
 
   Returns (wav float32 [round(seconds * sample_rate)] in [-1, 1], caption, attributes).
   The same arguments always give the same clip; attributes and audio do not depend on the
@@ -241,7 +274,7 @@ def render_clip(index: int, seed: int, sample_rate: int,
   """
   if sample_rate <= 0 or seconds <= 0:
     raise ValueError(f"need a positive sample_rate and seconds, got {sample_rate}, {seconds}")
-  attributes = draw_attributes(index, seed)
+  attributes = draw_attributes(index, seed, space)
   num_samples = int(round(seconds * sample_rate))
   rng = np.random.default_rng([seed, index, 1])
   wav = _render_music(attributes, rng, sample_rate, num_samples)

@@ -34,12 +34,21 @@ VERSION = "1.0.0"
 
 @dataclasses.dataclass(eq=False)
 class SyntheticMusicConfig(tfds.core.BuilderConfig):
-  """How many clips of what length at which rate; `seed` picks the corpus."""
+  """How many clips of what length at which rate; `seed` picks the corpus and
+  `attribute_space` (a key of music_synth.SPACES) the attribute values it draws from."""
   sample_rate: int = 16000
   seconds: float = 10.0
   num_train: int = 2048
   num_validation: int = 128
   seed: int = 0
+  attribute_space: str = "full"
+
+  @property
+  def space(self) -> music_synth.AttributeSpace:
+    if self.attribute_space not in music_synth.SPACES:
+      raise ValueError(f"synthetic_music config {self.name!r}: unknown attribute_space "
+                       f"{self.attribute_space!r}; known: {list(music_synth.SPACES)}")
+    return music_synth.SPACES[self.attribute_space]
 
 
 BUILDER_CONFIGS = (
@@ -47,8 +56,12 @@ BUILDER_CONFIGS = (
                          sample_rate=16000),
     SyntheticMusicConfig(name="24k", description="24 kHz (SoundStream), 10 s clips",
                          sample_rate=24000),
-    SyntheticMusicConfig(name="tiny", description="16 kHz, 4 s clips, 256 + 32: demos",
+    SyntheticMusicConfig(name="tiny", description="16 kHz, 4 s clips, 256 + 32: tests",
                          sample_rate=16000, seconds=4.0, num_train=256, num_validation=32),
+    SyntheticMusicConfig(name="demo", description="16 kHz, 4 s clips, 256 + 32, only the "
+                         "demo prompts' attributes vary (music_synth.DEMO)",
+                         sample_rate=16000, seconds=4.0, num_train=256, num_validation=32,
+                         attribute_space="demo"),
 )
 
 
@@ -93,7 +106,7 @@ class SyntheticMusic(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     for index in indices:
       wav, caption, attributes = music_synth.render_clip(
-          index, config.seed, config.sample_rate, config.seconds)
+          index, config.seed, config.sample_rate, config.seconds, config.space)
       yield index, {"audio": tfds_audio.to_pcm16(wav), "caption": caption, "clip_index": index,
                     "attributes": attributes}
 

@@ -299,6 +299,7 @@ def paper_crops(clip_seconds: float, layout: tokens.TokenLayout = tokens.PAPER) 
   return {s: min(layout.stage(s).crop_seconds, clip_seconds) for s in tokens.STAGE_NAMES}
 
 
+TINY_SYNTHETIC_CONFIGS = ("tiny", "demo")
 # Synthetic tiny: the crops of the synthetic token streams (the whole 4 s clip, 1 s, 0.5 s).
 TINY_SYNTHETIC_CROP_FRACTIONS = {"semantic": 1.0, "coarse": 0.25, "fine": 0.125}
 # FMA's 30 s clips decode a little short (29.9x s); 29 s keeps nearly all of them.
@@ -309,11 +310,11 @@ MUSICCAPS_CLIP_SECONDS = 9.6
 
 def synthetic_music_spec(config, layout: Optional[tokens.TokenLayout] = None) -> TokenTaskSpec:
   """The tokenizing task of a synthetic_music config: by default the tiny token layout for the
-  `tiny` config (the tiny tokenizers of tests and the demo), the paper layout for the others."""
+  4 s configs (the tiny tokenizers of tests and the demo), the paper layout for the others."""
   if isinstance(config, str):
     config = synthetic_music.config_by_name(config)
   if layout is None:
-    layout = tokens.TINY if config.name == "tiny" else tokens.PAPER
+    layout = tokens.TINY if config.name in TINY_SYNTHETIC_CONFIGS else tokens.PAPER
   if layout == tokens.TINY:
     crops = {s: config.seconds * f for s, f in TINY_SYNTHETIC_CROP_FRACTIONS.items()}
   else:

@@ -95,6 +95,30 @@ def test_clip_audio_matches_its_attributes():
     assert energy[scale].sum() / energy.sum() > 0.85, attributes
 
 
+def test_an_attribute_space_limits_the_draws_and_full_is_the_default():
+  demo = [music_synth.draw_attributes(i, 0, music_synth.DEMO) for i in range(200)]
+  assert {a["instrument"] for a in demo} == set(music_synth.DEMO.instruments)
+  assert {a["register"] for a in demo} == {"low", "high"}
+  assert {a["drums"] for a in demo} == {False, True}
+  assert {(a["mode"], a["tempo_bpm"], a["loudness"]) for a in demo} == {("major", 110, "medium")}
+  assert all(music_synth.draw_attributes(i, 0) == music_synth.draw_attributes(
+      i, 0, music_synth.FULL) for i in range(50))
+  wav, _, attributes = music_synth.render_clip(7, 0, RATE, 1.0, music_synth.DEMO)
+  assert attributes == demo[7] and wav.shape == (RATE,)
+  with pytest.raises(ValueError, match="AttributeSpace.instruments"):
+    music_synth.AttributeSpace(instruments=("kazoo",))
+  with pytest.raises(ValueError, match="tempo_bpm"):
+    music_synth.AttributeSpace(tempo_bpm=(20, 30))
+
+
+def test_demo_config_draws_from_the_demo_space():
+  config = synthetic_music.config_by_name("demo")
+  assert config.space == music_synth.DEMO and config.seconds == 4.0
+  assert synthetic_music.config_by_name("tiny").space == music_synth.FULL
+  assert {"synthetic_music_audio_demo", "synthetic_music_pairs_demo"} <= set(
+      seqio.TaskRegistry.names())
+
+
 def test_render_clip_rejects_nonpositive_sizes():
   with pytest.raises(ValueError, match="positive"):
     music_synth.render_clip(0, 0, RATE, 0.0)

@@ -111,7 +111,8 @@ def test_an_uncached_task_says_how_to_cache_it(tmp_path, monkeypatch):
 
 def test_every_builder_config_has_a_tokenizing_task_and_stage_tasks():
   names = set(seqio.TaskRegistry.names())
-  for task in ("synthetic_music_tokens_tiny", "synthetic_music_tokens_16k",
+  for task in ("synthetic_music_tokens_tiny", "synthetic_music_tokens_demo",
+               "synthetic_music_tokens_16k",
                "fma_tokens_small_24k", "fma_tokens_full_16k", "musiccaps_tokens_24k"):
     assert task in names
     assert seqio.get_mixture_or_task(task).requires_caching
@@ -119,6 +120,7 @@ def test_every_builder_config_has_a_tokenizing_task_and_stage_tasks():
       assert {f"{task}_{stage}", f"{task}_{stage}_eval"} <= names
   tiny_spec = token_tasks.synthetic_music_spec("tiny")
   assert tiny_spec.layout == tokens.TINY and tiny_spec.min_seconds == 4.0
+  assert token_tasks.synthetic_music_spec("demo").crop_seconds == tiny_spec.crop_seconds
   assert token_tasks.synthetic_music_spec("24k").crop_seconds == {
       "semantic": 10.0, "coarse": 10.0, "fine": 3.0}
   assert token_tasks.token_task_crop_seconds("fma_tokens_small_24k", "semantic") == 29.0
