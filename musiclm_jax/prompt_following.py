@@ -1,12 +1,19 @@
 """Does generated audio follow its prompt? Measured on the synthetic set's attributes.
 
-For an attribute the audio can show (register: where the energy sits in frequency;
-instrument: the spectral envelope), a nearest-centroid classifier on librosa log-mel profiles
-is fitted on clips the synthesizer renders, then applied to the generated clips. The score is
-the fraction classified as their prompt says, against the shuffled-prompt control: the
-expected fraction when the prompts are permuted among the clips,
-sum_c n_predicted(c) * n_prompted(c) / N^2, which is what a generator that ignores its
-prompt scores whatever its output.
+Two measures, each against the shuffled-prompt control (what a generator that ignores its
+prompt scores, whatever its output):
+
+- Classification, any attribute: a nearest-centroid classifier on librosa log-mel profiles,
+  fitted on clips the synthesizer renders, applied to the generated clips. Score: the fraction
+  classified as their prompt says; control: its expectation when the prompts are permuted
+  among the clips, sum_c n_predicted(c) * n_prompted(c) / N^2.
+- Ranking, attributes with an order the audio shows in one librosa feature (register: the
+  spectral centroid under 2 kHz, where the notes' low partials sit; drums: spectral flatness,
+  the noise of hi-hat and snare): the AUC, P(feature of a clip prompted with the higher value
+  > feature of one prompted with the lower), whose expectation under permuted prompts is
+  exactly 0.5, with a permutation p-value. It asks only that the audio moves the right way, so
+  a codec's colouring of every clip (which can push all of them into one centroid's class)
+  does not hide it.
 """
 import dataclasses
 import os
@@ -43,11 +50,12 @@ class Centroids:
 
 
 def fit_centroids(attribute: str, values: Sequence[str], sample_rate: int, seconds: float,
-                  num_clips: int = 240, seed: int = 0) -> Centroids:
-  """Centroids of rendered clips per attribute value (other attributes vary freely)."""
+                  num_clips: int = 240, seed: int = 0,
+                  space: music_synth.AttributeSpace = music_synth.FULL) -> Centroids:
+  """Centroids of rendered clips per attribute value (other attributes vary over `space`)."""
   profiles = {v: [] for v in values}
   for index in range(num_clips):
-    wav, _, attributes = music_synth.render_clip(index, seed, sample_rate, seconds)
+    wav, _, attributes = music_synth.render_clip(index, seed, sample_rate, seconds, space)
     value = str(attributes[attribute])
     if value in profiles:
       profiles[value].append(log_mel_profile(wav, sample_rate))
@@ -68,21 +76,88 @@ def score(predicted: Sequence[str], prompted: Sequence[str]) -> dict:
   return {"matched": matched, "shuffled": float(shuffled), "clips": n}
 
 
+def _spectrum(wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+  """Time-averaged power spectrum and its frequencies."""
+  power = np.abs(librosa.stft(np.asarray(wav, np.float32), n_fft=2048, hop_length=512)) ** 2
+  return power.mean(axis=1), librosa.fft_frequencies(sr=sample_rate, n_fft=2048)
+
+
+def low_band_centroid(wav: np.ndarray, sample_rate: int, top_hz: float = 2000.0) -> float:
+  """log of the spectral centroid (Hz) of the band under `top_hz`: higher for higher notes."""
+  power, freqs = _spectrum(wav, sample_rate)
+  band = freqs < top_hz
+  return float(np.log((power[band] * freqs[band]).sum() / (power[band].sum() + 1e-12) + 1.0))
+
+
+def flatness(wav: np.ndarray, sample_rate: int) -> float:
+  """log spectral flatness (librosa), averaged over frames: higher for noisier audio."""
+  del sample_rate
+  frames = librosa.feature.spectral_flatness(y=np.asarray(wav, np.float32), n_fft=2048,
+                                             hop_length=512)
+  return float(np.log(frames.mean() + 1e-12))
+
+
+# attribute -> (its values from lower to higher, the feature that orders them)
+ORDERED_FEATURES = {
+    "register": (("low", "mid", "high"), low_band_centroid),
+    "drums": (("False", "True"), flatness),
+}
+
+
+def rank_score(features: Sequence[float], prompted: Sequence[str], order: Sequence[str],
+               permutations: int = 2000, seed: int = 0) -> dict:
+  """AUC of `features` over pairs of clips prompted with different values of `order` (the
+  higher value above the lower), its shuffled-prompt expectation 0.5, and the one-sided
+  permutation p-value of the AUC (the share of prompt permutations scoring as high)."""
+  features, prompted = np.asarray(features, np.float64), np.asarray(prompted)
+  if len(features) != len(prompted) or not len(features):
+    raise ValueError(f"need equally many features and prompts, got {len(features)} and "
+                     f"{len(prompted)}")
+  rank = {value: i for i, value in enumerate(order)}
+  unknown = sorted(str(v) for v in set(prompted) - set(rank))
+  if unknown:
+    raise ValueError(f"prompted values {unknown} are not in the order {list(order)}")
+  if len(set(prompted)) < 2:
+    raise ValueError(f"a ranking needs clips prompted with two values; all are {str(prompted[0])!r}")
+  levels = np.array([rank[v] for v in prompted])
+  above = np.sign(features[:, None] - features[None, :])  # +1 where clip i's feature is higher
+
+  def auc(lv):
+    pairs = lv[:, None] > lv[None, :]
+    return float(((above[pairs] + 1) / 2).mean())
+
+  observed = auc(levels)
+  rng = np.random.default_rng(seed)
+  null = np.array([auc(rng.permutation(levels)) for _ in range(permutations)])
+  return {"auc": observed, "shuffled": 0.5,
+          "p_value": float((1 + np.sum(null >= observed)) / (1 + permutations)),
+          "clips": int(len(features))}
+
+
 def prompt_following(clips: Sequence[np.ndarray], sample_rate: int,
                      prompt_attributes: Sequence[Mapping[str, object]],
-                     attributes: Mapping[str, Sequence[str]], seconds: float) -> dict:
-  """{attribute: score(...)} for generated `clips` and the attributes their prompts named."""
+                     attributes: Mapping[str, Sequence[str]], seconds: float,
+                     space: music_synth.AttributeSpace = music_synth.FULL) -> dict:
+  """{attribute: score(...)} for generated `clips` and the attributes their prompts named; an
+  attribute in ORDERED_FEATURES also gets rank_score(...) under "ranking". Centroids are fitted
+  on clips rendered from `space` (the corpus the generator was trained on)."""
   profiles = np.stack([log_mel_profile(c, sample_rate) for c in clips])
   results = {}
   for attribute, values in attributes.items():
-    centroids = fit_centroids(attribute, values, sample_rate, seconds)
-    predicted = centroids.classify(profiles)
-    results[attribute] = score(predicted, [str(a[attribute]) for a in prompt_attributes])
+    values = tuple(str(v) for v in values)
+    prompted = [str(a[attribute]) for a in prompt_attributes]
+    centroids = fit_centroids(attribute, values, sample_rate, seconds, space=space)
+    results[attribute] = score(centroids.classify(profiles), prompted)
+    if attribute in ORDERED_FEATURES:
+      order, feature = ORDERED_FEATURES[attribute]
+      results[attribute]["ranking"] = rank_score(
+          [feature(c, sample_rate) for c in clips], prompted, order)
   return results
 
 
 def report(generations_dir: str, prompts_file: str, seconds: float,
-           attributes: Mapping[str, Sequence[str]]) -> dict:
+           attributes: Mapping[str, Sequence[str]],
+           space: music_synth.AttributeSpace = music_synth.FULL) -> dict:
   """prompt_following() over a generation folder whose prompts file records `attributes`."""
   import json  # pylint: disable=import-outside-toplevel
   import soundfile as sf  # pylint: disable=import-outside-toplevel
@@ -98,4 +173,4 @@ def report(generations_dir: str, prompts_file: str, seconds: float,
   if len(set(rates)) != 1:
     raise ValueError(f"{generations_dir}: clips at several sample rates {sorted(set(rates))}")
   return prompt_following(clips, rates[0], [prompted[r["id"]] for r in records], attributes,
-                          seconds)
+                          seconds, space)

@@ -38,6 +38,41 @@ def test_rendered_clips_follow_their_attributes_and_noise_does_not():
                                                           abs=0.2)
 
 
+def test_ranking_auc_its_control_and_p_value():
+  prompted = ["low"] * 10 + ["high"] * 10
+  ordered = prompt_following.rank_score(list(range(20)), prompted, ("low", "high"))
+  assert ordered["auc"] == 1.0 and ordered["shuffled"] == 0.5 and ordered["p_value"] < 0.001
+  reversed_ = prompt_following.rank_score(list(range(20))[::-1], prompted, ("low", "high"))
+  assert reversed_["auc"] == 0.0 and reversed_["p_value"] > 0.99
+  ties = prompt_following.rank_score([1.0] * 20, prompted, ("low", "high"))
+  assert ties["auc"] == 0.5
+  # A feature unrelated to the prompts scores 0.5 on average over many draws.
+  rng = np.random.default_rng(0)
+  aucs = [prompt_following.rank_score(rng.normal(size=20), prompted, ("low", "high"),
+                                      permutations=10)["auc"] for _ in range(300)]
+  assert np.mean(aucs) == pytest.approx(0.5, abs=0.02)
+  with pytest.raises(ValueError, match=r"\['mid'\] are not in the order"):
+    prompt_following.rank_score([0.0, 1.0], ["low", "mid"], ("low", "high"))
+  with pytest.raises(ValueError, match="two values"):
+    prompt_following.rank_score([0.0, 1.0], ["low", "low"], ("low", "high"))
+
+
+def test_rendered_demo_clips_rank_by_register_and_drums():
+  clips, attributes = [], []
+  for index in range(1000, 1024):
+    wav, _, attrs = music_synth.render_clip(index, 0, RATE, SECONDS, music_synth.DEMO)
+    clips.append(wav)
+    attributes.append(attrs)
+  wanted = {"register": ("low", "high"), "drums": (False, True)}
+  following = prompt_following.prompt_following(clips, RATE, attributes, wanted, SECONDS,
+                                                music_synth.DEMO)
+  print(following)
+  for attribute in wanted:
+    assert following[attribute]["ranking"]["auc"] > 0.95
+    assert following[attribute]["ranking"]["p_value"] < 0.01
+    assert following[attribute]["matched"] > following[attribute]["shuffled"] + 0.3
+
+
 def test_bad_clips_are_named():
   with pytest.raises(ValueError, match="finite mono clip"):
     prompt_following.log_mel_profile(np.full(4096, np.nan), RATE)
