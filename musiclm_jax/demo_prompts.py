@@ -1,8 +1,7 @@
-"""The demo's prompts: captions of the synthetic set's style with chosen attributes.
-
-Every prompt differs from another in one attribute the audio can be measured on (register:
-pitch; instrument: timbre), so a test can check that generated audio follows its prompt
-better than a shuffled-prompt control (tests/test_demo.py).
+"""The demo's prompts: captions of the synthetic set's style, one per combination of the
+attributes the demo's corpus varies (music_synth.DEMO: register, instrument, drums), each in
+several wordings, so the demo can measure whether generated audio follows its prompt better
+than a shuffled-prompt control (prompt_following.py).
 """
 import itertools
 import json
@@ -13,25 +12,28 @@ import numpy as np
 
 from tasks import music_captions, music_synth
 
-REGISTERS = ("low", "high")
-INSTRUMENTS = ("sine", "square", "plucked")
-DRUMS = (False, True)
+SPACE = music_synth.DEMO
+REGISTERS = SPACE.registers
+INSTRUMENTS = SPACE.instruments
+DRUMS = SPACE.drums
 # Captions per attribute combination, worded differently: more clips per attribute value make
 # the prompt-following score less of a coin toss (36 prompts).
 PHRASINGS = 3
 
 
 def prompt_attributes() -> list[dict[str, Any]]:
-  """Register x instrument x drums, the rest fixed at the corpus's middle values."""
+  """Register x instrument x drums; the root in the register's middle, the rest at the
+  corpus's one value (or the first)."""
   rows = []
+  bpm = SPACE.tempo_bpm[0]
   for register, instrument, drums in itertools.product(REGISTERS, INSTRUMENTS, DRUMS):
     low, high = music_synth.REGISTERS[register]
     root = (low + high) // 2
     rows.append({
         "instrument": instrument, "register": register, "root_midi": root,
-        "key": music_synth.KEY_NAMES[root % 12], "mode": "major", "tempo_bpm": 110,
-        "tempo": music_synth.tempo_word(110), "drums": drums, "loudness": "medium",
-        "loudness_dbfs": music_synth.LOUDNESS_DBFS["medium"]})
+        "key": music_synth.KEY_NAMES[root % 12], "mode": SPACE.modes[0], "tempo_bpm": bpm,
+        "tempo": music_synth.tempo_word(bpm), "drums": drums, "loudness": SPACE.loudness[0],
+        "loudness_dbfs": music_synth.LOUDNESS_DBFS[SPACE.loudness[0]]})
   return rows
 
 

@@ -10,8 +10,9 @@ import os
 
 from musiclm_jax.demo_steps import Step
 
-# The synthetic set the demo builds and everything trains on: 16 kHz, 4 s clips.
-DATASET_CONFIG = "tiny"
+# The synthetic set the demo builds and everything trains on: 16 kHz, 4 s clips whose
+# attributes vary only where the demo prompts do (music_synth.DEMO).
+DATASET_CONFIG = "demo"
 AUDIO_TASK = f"synthetic_music_audio_{DATASET_CONFIG}"
 PAIRS_TASK = f"synthetic_music_pairs_{DATASET_CONFIG}"
 CLIP_SAMPLES = 4 * 16000

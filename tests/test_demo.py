@@ -59,5 +59,8 @@ def test_generated_clips_differ_by_prompt(demo):
   # How well the clips follow their prompts is measured (the demo's last step), not asserted:
   # at this size it is near the shuffled-prompt control (README "The main job").
   scores = json.load((generations / "prompt_following.json").open())
-  assert set(scores) == {"register", "instrument"}
+  assert set(scores) == {"register", "instrument", "drums"}
   assert all(s["clips"] == len(records) for s in scores.values())
+  for attribute in ("register", "drums"):
+    ranking = scores[attribute]["ranking"]
+    assert 0 <= ranking["auc"] <= 1 and 0 < ranking["p_value"] <= 1

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from musiclm_jax import demo_prompts, demo_recipe, demo_steps
+from tasks import music_synth, synthetic_music
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,3 +89,14 @@ def test_prompts_differ_in_measurable_attributes(tmp_path):
   assert lines == records and len({r["id"] for r in records}) == len(records) == 36
   assert {r["attributes"]["register"] for r in records} == {"low", "high"}
   assert len({r["text"] for r in records}) >= 30  # a few short templates may coincide
+  # Every prompt lies in the world the demo trains on: its corpus draws from the same space.
+  space = synthetic_music.config_by_name(demo_recipe.DATASET_CONFIG).space
+  assert space == demo_prompts.SPACE
+  combinations = {(a["register"], a["instrument"], a["drums"]) for a in
+                  (music_synth.draw_attributes(i, 0, space) for i in range(256))}
+  assert combinations == {(r["attributes"]["register"], r["attributes"]["instrument"],
+                           r["attributes"]["drums"]) for r in records}
+  for record in records:
+    a = record["attributes"]
+    assert (a["mode"], a["tempo_bpm"], a["loudness"]) == (
+        space.modes[0], space.tempo_bpm[0], space.loudness[0])
