@@ -1,0 +1,133 @@
+"""Which part of a trained MusicLM loses the prompt? Each link scored on held-out clips.
+
+Run after the demo (or any run with the demo's folder layout):
+
+  .venv/bin/python bench/prompt_following_parts.py output/demo [--clips 32] [--temperature 0.6]
+
+The demo scores the whole chain (text -> audio). This runs the chain from further along, so a
+link that loses the prompt shows as the first row near the control:
+
+  mulan retrieval   caption -> nearest training clip's audio embedding: same value? (control:
+                    the share of training clips with that value)
+  codec             SoundStream reconstructions of the held-out clips
+  fine              true coarse codes -> fine stage -> codec
+  coarse + fine     true semantic codes and the clips' MuLan audio codes -> coarse -> fine
+  audio tokens      the clips' MuLan audio codes -> all three stages (training's conditioning)
+  text tokens       their captions' MuLan text codes -> all three stages (inference's)
+
+Audio rows score register and drums by rank (prompt_following.rank_score: AUC, control 0.5,
+permutation p); the clips are the synthetic corpus's validation clips, their attributes the
+"prompts". Sampling temperatures come from --temperature for the semantic and coarse stages
+(the paper's 1.0 / 0.95 when not given).
+"""
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import gin  # pylint: disable=g-import-not-at-top
+import jax
+import numpy as np
+
+from musiclm_jax import demo_prompts, demo_recipe, generation, pipeline, prompt_following
+from tasks import music_synth, synthetic_music
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RANKED = ("register", "drums")
+
+
+def load(run_dir: str, temperature) -> pipeline.MusicLM:
+  gin.add_config_file_search_path(os.path.join(REPO, "gin"))
+  parts = {"SOUNDSTREAM_DIR": "soundstream", "MULAN_DIR": "mulan", "SEMANTIC_DIR": "semantic",
+           "COARSE_DIR": "coarse", "FINE_DIR": "fine", "W2V_BERT_DIR": "w2v_bert"}
+  gin.parse_config_files_and_bindings(
+      ["pipeline/tiny.gin"],
+      [f"{k}='{os.path.join(os.path.abspath(run_dir), v)}'" for k, v in parts.items()] +
+      ["STAGE='semantic'"])
+  params = None if temperature is None else {
+      s: {"temperature": temperature} for s in ("semantic", "coarse")}
+  return pipeline.load(decoder_params=params)
+
+
+def rank_row(name: str, wavs, attributes, sample_rate: int) -> dict:
+  row = {"link": name}
+  for attribute in RANKED:
+    order, feature = prompt_following.ORDERED_FEATURES[attribute]
+    row[attribute] = prompt_following.rank_score(
+        [feature(w, sample_rate) for w in wavs], [str(a[attribute]) for a in attributes],
+        order)
+  return row
+
+
+def mulan_retrieval(lm, config, clips, captions, attributes) -> dict:
+  train = [music_synth.render_clip(i, config.seed, config.sample_rate, config.seconds,
+                                   config.space) for i in range(config.num_train)]
+  bank = lm.mulan.embedder.embed_audio(np.stack([w for w, _, _ in train]))
+  nearest = (lm.mulan.embedder.embed_text(captions) @ bank.T).argmax(axis=1)
+  row = {"link": "mulan retrieval"}
+  for attribute in ("register", "instrument", "drums"):
+    values = [a[attribute] for _, _, a in train]
+    matched = np.mean([values[j] == a[attribute] for j, a in zip(nearest, attributes)])
+    control = np.mean([values.count(a[attribute]) / len(values) for a in attributes])
+    row[attribute] = {"matched": float(matched), "shuffled": float(control)}
+  return row
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("run_dir")
+  parser.add_argument("--clips", type=int, default=32)
+  parser.add_argument("--temperature", type=float, default=None)
+  parser.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args()
+  lm = load(args.run_dir, args.temperature)
+  config = synthetic_music.config_by_name(demo_recipe.DATASET_CONFIG)
+  if config.space != demo_prompts.SPACE:
+    raise SystemExit(f"the demo's corpus {config.name} is not drawn from the prompts' space")
+  start = config.num_train
+  rendered = [music_synth.render_clip(i, config.seed, config.sample_rate, config.seconds,
+                                      config.space) for i in range(start, start + args.clips)]
+  wavs = np.stack([w for w, _, _ in rendered])
+  captions = [c for _, c, _ in rendered]
+  attributes = [a for _, _, a in rendered]
+  rate, layout, rng = lm.sample_rate, lm.layout, jax.random.key(args.seed)
+  semantic, acoustic = lm.tokenize_clip(wavs, config.sample_rate)
+  audio_codes = lm.mulan.audio_to_tokens(wavs)
+  story = [(audio_codes, config.seconds)]
+  coarse_levels = layout.coarse_levels
+  true_coarse = acoustic[..., :coarse_levels]
+
+  def decode(coarse, fine):
+    return lm._decode(generation.acoustic_codes(coarse, fine))  # pylint: disable=protected-access
+
+  rows = [mulan_retrieval(lm, config, wavs, captions, attributes),
+          rank_row("codec", lm._decode(acoustic), attributes, rate)]  # pylint: disable=protected-access
+  fine = generation.generate_fine(lm.samplers["fine"], layout, true_coarse, rng)
+  rows.append(rank_row("fine", decode(true_coarse, fine), attributes, rate))
+  coarse = generation.generate_coarse(lm.samplers["coarse"], layout, story, semantic, rng)
+  fine = generation.generate_fine(lm.samplers["fine"], layout, coarse, rng)
+  rows.append(rank_row("coarse + fine", decode(coarse, fine), attributes, rate))
+  for name, codes in (("audio tokens", audio_codes), ("text tokens", lm.text_tokens(captions))):
+    _, generated, _ = lm._run_stages([(codes, config.seconds)], rng)  # pylint: disable=protected-access
+    rows.append(rank_row(name, lm._decode(generated), attributes, rate))  # pylint: disable=protected-access
+
+  print(f"{len(wavs)} held-out clips of synthetic_music/{config.name}; semantic/coarse "
+        f"temperature {args.temperature or 'paper'}")
+  print("| link | register | instrument | drums |\n|---|---|---|---|")
+  for row in rows:
+    cells = []
+    for attribute in ("register", "instrument", "drums"):
+      score = row.get(attribute)
+      if score is None:
+        cells.append("")
+      elif "auc" in score:
+        cells.append(f"AUC {score['auc']:.2f} (p {score['p_value']:.3f})")
+      else:
+        cells.append(f"{score['matched']:.2f} vs {score['shuffled']:.2f}")
+    print(f"| {row['link']} | " + " | ".join(cells) + " |")
+  print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+  main()
