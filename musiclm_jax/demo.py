@@ -25,6 +25,11 @@ flags.DEFINE_float("steps_scale", 1.0, "Multiplies every training length (0.1: a
 flags.DEFINE_list("only", [], "Run only these steps (still skipping finished ones).")
 
 
+def _write_timings(path: str, seconds: dict) -> None:
+  with open(path, "w") as f:
+    json.dump({k: round(v, 1) for k, v in seconds.items() if v is not None}, f, indent=1)
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -40,19 +45,16 @@ def main(argv) -> None:
       print(f"# {step.name}: {step.description}\n{step.shell_line()}")
     return
   start = time.time()
+  state_dir = os.path.join(flags.FLAGS.output_dir, "steps")
+  summary = os.path.join(flags.FLAGS.output_dir, "timings.json")
   try:
-    timings = demo_steps.run_steps(recipe, os.path.join(flags.FLAGS.output_dir, "steps"),
-                                   cwd=REPO, only=flags.FLAGS.only)
+    demo_steps.run_steps(recipe, state_dir, cwd=REPO, only=flags.FLAGS.only)
   except demo_steps.StepFailed as error:
+    _write_timings(summary, demo_steps.recorded_seconds(recipe, state_dir))
     print(f"[demo] {error}\n[demo] rerun the same command to continue from that step.")
     raise SystemExit(1)
-  summary = os.path.join(flags.FLAGS.output_dir, "timings.json")
-  previous = {}
-  if os.path.exists(summary):
-    with open(summary) as f:
-      previous = json.load(f)
-  with open(summary, "w") as f:
-    json.dump({**previous, **{k: round(v, 1) for k, v in timings.items()}}, f, indent=1)
+  # Every finished step's time, from its marker: a resumed run keeps the earlier runs' times.
+  _write_timings(summary, demo_steps.recorded_seconds(recipe, state_dir))
   print(f"[demo] finished in {time.time() - start:.0f} s; step times in {summary}")
   page = os.path.join(demo_recipe.Paths(os.path.abspath(flags.FLAGS.output_dir)).generations,
                       "index.html")

@@ -62,6 +62,16 @@ def is_done(state_dir: str, step: Step) -> bool:
     return json.load(f).get("fingerprint") == step.fingerprint()
 
 
+def recorded_seconds(steps: Sequence[Step], state_dir: str) -> dict[str, float]:
+  """{step: seconds} from the markers of the steps that are done, in whichever run."""
+  seconds = {}
+  for step in steps:
+    if is_done(state_dir, step):
+      with open(_marker(state_dir, step)) as f:
+        seconds[step.name] = json.load(f).get("seconds")
+  return seconds
+
+
 def run_steps(steps: Sequence[Step], state_dir: str, cwd: str,
               only: Optional[Sequence[str]] = None, log=print) -> dict[str, float]:
   """Runs the steps not done yet, in order; returns {step: seconds} of those it ran.

@@ -51,6 +51,9 @@ def test_a_failing_step_names_itself_and_keeps_the_steps_before_it(tmp_path):
     demo_steps.run_steps(steps, state, REPO, log=lambda _: None)
   assert not never.exists()
   assert demo_steps.is_done(state, steps[0]) and not demo_steps.is_done(state, steps[1])
+  # The time of the step that finished stays on record for the timings summary.
+  recorded = demo_steps.recorded_seconds(steps, state)
+  assert set(recorded) == {"first"} and recorded["first"] > 0
 
 
 def test_a_step_that_exits_0_without_its_outputs_is_not_done(tmp_path):
