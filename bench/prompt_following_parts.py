@@ -60,7 +60,7 @@ def rank_row(name: str, wavs, attributes, sample_rate: int) -> dict:
   return row
 
 
-def mulan_retrieval(lm, config, clips, captions, attributes) -> dict:
+def mulan_retrieval(lm, config, captions, attributes) -> dict:
   train = [music_synth.render_clip(i, config.seed, config.sample_rate, config.seconds,
                                    config.space) for i in range(config.num_train)]
   bank = lm.mulan.embedder.embed_audio(np.stack([w for w, _, _ in train]))
@@ -101,7 +101,7 @@ def main() -> None:
   def decode(coarse, fine):
     return lm._decode(generation.acoustic_codes(coarse, fine))  # pylint: disable=protected-access
 
-  rows = [mulan_retrieval(lm, config, wavs, captions, attributes),
+  rows = [mulan_retrieval(lm, config, captions, attributes),
           rank_row("codec", lm._decode(acoustic), attributes, rate)]  # pylint: disable=protected-access
   fine = generation.generate_fine(lm.samplers["fine"], layout, true_coarse, rng)
   rows.append(rank_row("fine", decode(true_coarse, fine), attributes, rate))

@@ -82,6 +82,10 @@ def create_mesh(mesh_shape: Sequence[int] = (-1, 1, 1), devices: Optional[Sequen
                        devices=devices)
 
 
+def _is_box(x) -> bool:
+  return isinstance(x, nn.meta.AxisMetadata)
+
+
 def logical_to_shardings(mesh: Mesh, boxed_tree, rules) -> object:
   """NamedShardings for a tree whose leaves may be `nn.Partitioned` (unannotated leaves,
   e.g. step counters, are replicated). A dimension the rules would split over more devices
@@ -90,8 +94,7 @@ def logical_to_shardings(mesh: Mesh, boxed_tree, rules) -> object:
   specs = nn.get_partition_spec(boxed_tree)
   shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
   # The boxes' values, without unbox()'s sharding constraint (there is no mesh context here).
-  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # pylint: disable=unnecessary-lambda-assignment
-  shapes = jax.tree.map(lambda x: x.value if is_box(x) else x, boxed_tree, is_leaf=is_box)
+  shapes = jax.tree.map(lambda x: x.value if _is_box(x) else x, boxed_tree, is_leaf=_is_box)
   whole = []
 
   def divisible(path, sharding, leaf):

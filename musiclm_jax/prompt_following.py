@@ -118,7 +118,8 @@ def rank_score(features: Sequence[float], prompted: Sequence[str], order: Sequen
   if unknown:
     raise ValueError(f"prompted values {unknown} are not in the order {list(order)}")
   if len(set(prompted)) < 2:
-    raise ValueError(f"a ranking needs clips prompted with two values; all are {str(prompted[0])!r}")
+    raise ValueError(f"a ranking needs clips prompted with two values; all are "
+                     f"{str(prompted[0])!r}")
   levels = np.array([rank[v] for v in prompted])
   above = np.sign(features[:, None] - features[None, :])  # +1 where clip i's feature is higher
 
