@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's plan table: every paper-size model ahead-of-time compiled for v4-32, v4-128 and
 # v5e-256 on this (CPU) machine. Needs libtpu (pip install -e '.[tpu]'). Each compile takes
-# 1-10 minutes on 2 cores and up to ~15 GB of RAM (more where XLA searches for
-# rematerialisations of activations that do not fit): run one model at a time.
+# 1-20 minutes on 2 cores and up to ~15 GB of RAM (SoundStream for v4-128: 24 GB; more where
+# XLA searches for rematerialisations of activations that do not fit): one model at a time.
 #
 #   [SAMPLE=0] bash launch/plan_paper.sh OUT_DIR [MODEL ...]
 #   MODEL: semantic coarse fine soundstream w2v_bert mulan mulan_bert_base (default: all);
