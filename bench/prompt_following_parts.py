@@ -53,10 +53,8 @@ def load(run_dir: str, temperature) -> pipeline.MusicLM:
 def rank_row(name: str, wavs, attributes, sample_rate: int) -> dict:
   row = {"link": name}
   for attribute in RANKED:
-    order, feature = prompt_following.ORDERED_FEATURES[attribute]
-    row[attribute] = prompt_following.rank_score(
-        [feature(w, sample_rate) for w in wavs], [str(a[attribute]) for a in attributes],
-        order)
+    row[attribute] = prompt_following.rank_attribute(
+        wavs, sample_rate, [str(a[attribute]) for a in attributes], attribute)
   return row
 
 

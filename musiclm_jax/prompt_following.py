@@ -135,6 +135,13 @@ def rank_score(features: Sequence[float], prompted: Sequence[str], order: Sequen
           "clips": int(len(features))}
 
 
+def rank_attribute(clips: Sequence[np.ndarray], sample_rate: int, prompted: Sequence[str],
+                   attribute: str) -> dict:
+  """rank_score(...) of `clips` by the feature ORDERED_FEATURES names for `attribute`."""
+  order, feature = ORDERED_FEATURES[attribute]
+  return rank_score([feature(c, sample_rate) for c in clips], prompted, order)
+
+
 def prompt_following(clips: Sequence[np.ndarray], sample_rate: int,
                      prompt_attributes: Sequence[Mapping[str, object]],
                      attributes: Mapping[str, Sequence[str]], seconds: float,
@@ -150,9 +157,7 @@ def prompt_following(clips: Sequence[np.ndarray], sample_rate: int,
     centroids = fit_centroids(attribute, values, sample_rate, seconds, space=space)
     results[attribute] = score(centroids.classify(profiles), prompted)
     if attribute in ORDERED_FEATURES:
-      order, feature = ORDERED_FEATURES[attribute]
-      results[attribute]["ranking"] = rank_score(
-          [feature(c, sample_rate) for c in clips], prompted, order)
+      results[attribute]["ranking"] = rank_attribute(clips, sample_rate, prompted, attribute)
   return results
 
 

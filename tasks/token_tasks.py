@@ -299,6 +299,7 @@ def paper_crops(clip_seconds: float, layout: tokens.TokenLayout = tokens.PAPER) 
   return {s: min(layout.stage(s).crop_seconds, clip_seconds) for s in tokens.STAGE_NAMES}
 
 
+# The synthetic_music configs the tiny tokenizers (tests, the demo) tokenize.
 TINY_SYNTHETIC_CONFIGS = ("tiny", "demo")
 # Synthetic tiny: the crops of the synthetic token streams (the whole 4 s clip, 1 s, 0.5 s).
 TINY_SYNTHETIC_CROP_FRACTIONS = {"semantic": 1.0, "coarse": 0.25, "fine": 0.125}
@@ -310,7 +311,7 @@ MUSICCAPS_CLIP_SECONDS = 9.6
 
 def synthetic_music_spec(config, layout: Optional[tokens.TokenLayout] = None) -> TokenTaskSpec:
   """The tokenizing task of a synthetic_music config: by default the tiny token layout for the
-  4 s configs (the tiny tokenizers of tests and the demo), the paper layout for the others."""
+  configs in TINY_SYNTHETIC_CONFIGS, the paper layout for the others."""
   if isinstance(config, str):
     config = synthetic_music.config_by_name(config)
   if layout is None:
