@@ -44,7 +44,8 @@ def load(run_dir: str, temperature) -> pipeline.MusicLM:
   gin.parse_config_files_and_bindings(
       ["pipeline/tiny.gin"],
       [f"{k}='{os.path.join(os.path.abspath(run_dir), v)}'" for k, v in parts.items()] +
-      ["STAGE='semantic'"])
+      ["STAGE='semantic'",
+       f"pipeline.load.crop_seconds={demo_recipe.STAGE_CROP_SECONDS}"])
   params = None if temperature is None else {
       s: {"temperature": temperature} for s in ("semantic", "coarse")}
   return pipeline.load(decoder_params=params)
@@ -101,10 +102,14 @@ def main() -> None:
 
   rows = [mulan_retrieval(lm, config, captions, attributes),
           rank_row("codec", lm._decode(acoustic), attributes, rate)]  # pylint: disable=protected-access
-  fine = generation.generate_fine(lm.samplers["fine"], layout, true_coarse, rng)
+  crops = lm.crop_seconds
+  fine = generation.generate_fine(lm.samplers["fine"], layout, true_coarse, rng,
+                                  crop_seconds=crops.get("fine"))
   rows.append(rank_row("fine", decode(true_coarse, fine), attributes, rate))
-  coarse = generation.generate_coarse(lm.samplers["coarse"], layout, story, semantic, rng)
-  fine = generation.generate_fine(lm.samplers["fine"], layout, coarse, rng)
+  coarse = generation.generate_coarse(lm.samplers["coarse"], layout, story, semantic, rng,
+                                      crop_seconds=crops.get("coarse"))
+  fine = generation.generate_fine(lm.samplers["fine"], layout, coarse, rng,
+                                  crop_seconds=crops.get("fine"))
   rows.append(rank_row("coarse + fine", decode(coarse, fine), attributes, rate))
   for name, codes in (("audio tokens", audio_codes), ("text tokens", lm.text_tokens(captions))):
     _, generated, _ = lm._run_stages([(codes, config.seconds)], rng)  # pylint: disable=protected-access

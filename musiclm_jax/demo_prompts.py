@@ -17,8 +17,8 @@ REGISTERS = SPACE.registers
 INSTRUMENTS = SPACE.instruments
 DRUMS = SPACE.drums
 # Captions per attribute combination, worded differently: more clips per attribute value make
-# the prompt-following score less of a coin toss (36 prompts).
-PHRASINGS = 3
+# the prompt-following score less of a coin toss (72 prompts).
+PHRASINGS = 6
 
 
 def prompt_attributes() -> list[dict[str, Any]]:

@@ -9,6 +9,12 @@ A token-stream task yields code-space streams per clip — `mulan [Lm]`, `semant
 
 with `inputs` = ids of what the stage reads and `targets` = ids of what it writes + EOS,
 frame-major (tokens.StageVocabulary), ready for seqio's PrefixLM feature converter.
+
+A token task over captioned clips also carries `mulan_text [Lm]`, the MuLan codes of the
+clip's caption. The paper conditions training on the audio codes only and relies on MuLan's
+shared space to make text codes stand in for them at inference; a small MuLan's two towers
+leave a gap, so `mulan_text_conditioning.rate` of the training crops condition on the
+caption's codes instead (0 by default, as in the paper; evaluation crops always use audio).
 """
 from __future__ import annotations
 
@@ -53,19 +59,38 @@ def _encode_tf(stage: tokens.StageVocabulary, stream: str, codes, levels):
     return tf.reshape(ids, [-1])
 
 
+@gin.configurable(module="tasks")
+def mulan_text_conditioning(rate: float = 0.0) -> float:
+    """The share of training crops whose MuLan conditioning is their caption's text codes
+    (where the token task has them); read when a stage dataset is built."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"tasks.mulan_text_conditioning.rate must be in [0, 1], got {rate}")
+    return float(rate)
+
+
 def stage_preprocessor(stage_name: str, layout: tokens.TokenLayout, crop_seconds: float,
                        random_crop: bool) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Token streams -> {"inputs", "targets"(, "id")} ids for one stage.
 
-    Takes mulan [Lm], semantic [Ts], acoustic [Ta, Q] codes; crops the timed
-    streams to the same `crop_seconds` span (a random grid-aligned start when
-    random_crop, else 0), then concatenates the ids of what the stage reads
-    (inputs) and writes (targets), each frame-major.
+    Takes mulan [Lm], semantic [Ts], acoustic [Ta, Q] codes (and mulan_text
+    [Lm] where the clips had captions); crops the timed streams to the same
+    `crop_seconds` span (a random grid-aligned start when random_crop, else 0),
+    then concatenates the ids of what the stage reads (inputs) and writes
+    (targets), each frame-major. Random crops condition on mulan_text at the
+    rate `mulan_text_conditioning` gives.
     """
     stage = layout.stage(stage_name)
     per_step, crop_steps = _crop_grid(stage, crop_seconds)
+    reads_mulan = any(s == "mulan" for s, _ in stage.reads)
 
-    def crop_and_encode(ex, seed=None):
+    def mulan_codes(ex, text_rate, seed):
+        if not (reads_mulan and text_rate > 0 and "mulan_text" in ex):
+            return ex["mulan"]
+        use_text = tf.random.stateless_uniform([], seed) < text_rate
+        return tf.where(use_text, ex["mulan_text"], ex["mulan"])
+
+    def crop_and_encode(ex, text_rate=0.0, seeds=None):
+        crop_seed, text_seed = (None, None) if seeds is None else (seeds[0], seeds[1])
         static = [ex[s].shape[0] for s in per_step]
         if None not in static and min(n // per_step[s] for s, n in zip(per_step, static)) < crop_steps:
             raise ValueError(f"clips of {dict(zip(per_step, static))} frames are shorter than "
@@ -77,9 +102,9 @@ def stage_preprocessor(stage_name: str, layout: tokens.TokenLayout, crop_seconds
         with tf.control_dependencies([check]):
             # identity: a bare constant would not wait for the check.
             start = tf.identity(
-                tf.random.stateless_uniform([], seed, 0, max_start + 1, dtype=tf.int32)
+                tf.random.stateless_uniform([], crop_seed, 0, max_start + 1, dtype=tf.int32)
                 if random_crop else tf.constant(0))
-        codes = {"mulan": ex["mulan"][None, :]}  # one frame per clip
+        codes = {"mulan": mulan_codes(ex, text_rate, text_seed)[None, :]}  # one frame per clip
         for s, n in per_step.items():
             x = ex[s][:, None] if s == "semantic" else ex[s]
             codes[s] = tf.ensure_shape(x[start * n:(start + crop_steps) * n],
@@ -93,12 +118,15 @@ def stage_preprocessor(stage_name: str, layout: tokens.TokenLayout, crop_seconds
             out["id"] = ex["id"]
         return out
 
-    if random_crop:
-        fn = seqio.map_over_dataset(num_seeds=1)(crop_and_encode)
-    else:
-        fn = seqio.map_over_dataset(crop_and_encode)
-    fn.__name__ = f"{stage_name}_stage_preprocessor"
-    return fn
+    def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        if not random_crop:
+            return seqio.map_over_dataset(crop_and_encode)(dataset)
+        text_rate = mulan_text_conditioning()
+        return seqio.map_over_dataset(num_seeds=2)(
+            lambda ex, seeds: crop_and_encode(ex, text_rate, seeds))(dataset)
+
+    preprocess.__name__ = f"{stage_name}_stage_preprocessor"
+    return preprocess
 
 
 def stage_output_features(stage_name: str, layout: tokens.TokenLayout) -> dict[str, seqio.Feature]:

@@ -3,7 +3,9 @@
 Importing this module registers, for every audio builder config,
 
   <dataset>_tokens_<config>            {"mulan": [Lm], "semantic": [Ts], "acoustic": [Ta, Q],
-                                        "id": clip id, "tokenizers": which tokenizers made them}
+                                        "id": clip id, "tokenizers": which tokenizers made them,
+                                        captioned sets also "mulan_text": [Lm], the caption's
+                                        MuLan codes (stage_tasks.mulan_text_conditioning)}
   <dataset>_tokens_<config>_<stage>    the stage tasks over it (stage_tasks.py), + `_eval`
 
 e.g. `synthetic_music_tokens_tiny` (tiny token layout), `fma_tokens_small_24k`,
@@ -142,10 +144,13 @@ def tokenize_clips(dataset: tf.data.Dataset, *, task_name: str, layout: tokens.T
                    sample_rate: int, min_seconds: float,
                    load: Callable[[], music_tokenizers.MusicTokenizers] =
                    music_tokenizers.load_music_tokenizers) -> tf.data.Dataset:
-  """{"audio": float32 [L], "id"} -> the token streams + "tokenizers", bad clips left out.
+  """{"audio": float32 [L], "id"(, "text")} -> the token streams + "tokenizers" (+
+  "mulan_text", the caption's MuLan codes, where clips come with "text"), bad clips left out.
 
-  Runs before the cache only: the JAX tokenizers are called through tf.numpy_function, which
-  no checkpointed training iterator ever sees (it reads the cached TFRecords).
+  A clip with an empty caption gets its audio codes as text codes: conditioning on either is
+  then the same. Runs before the cache only: the JAX tokenizers are called through
+  tf.numpy_function, which no checkpointed training iterator ever sees (it reads the cached
+  TFRecords).
   """
   shapes = music_tokenizers.stream_shapes(layout)
   empty = {"mulan": np.zeros(shapes["mulan"], np.int32),
@@ -177,30 +182,45 @@ def tokenize_clips(dataset: tf.data.Dataset, *, task_name: str, layout: tokens.T
     return (streams["mulan"], streams["semantic"], streams["acoustic"], fingerprint,
             np.bytes_(problem[0] if problem else b""))
 
+  def text_codes(caption, audio_codes, skip):
+    caption = caption.decode("utf-8", "replace").strip()
+    if skip or not caption:
+      return audio_codes
+    return np.asarray(load().mulan.text_to_tokens([caption]))[0].astype(np.int32)
+
   def tokenize(ex):
     mulan, semantic, acoustic, fingerprint, skip = tf.numpy_function(
         tokenize_one, [ex["audio"], ex["id"]],
         [tf.int32, tf.int32, tf.int32, tf.string, tf.string], name="tokenize")
-    return {"mulan": tf.ensure_shape(mulan, shapes["mulan"]),
-            "semantic": tf.ensure_shape(semantic, shapes["semantic"]),
-            "acoustic": tf.ensure_shape(acoustic, shapes["acoustic"]),
-            "id": ex["id"], "tokenizers": tf.ensure_shape(fingerprint, []),
-            "skip": tf.ensure_shape(skip, [])}
+    out = {"mulan": tf.ensure_shape(mulan, shapes["mulan"]),
+           "semantic": tf.ensure_shape(semantic, shapes["semantic"]),
+           "acoustic": tf.ensure_shape(acoustic, shapes["acoustic"]),
+           "id": ex["id"], "tokenizers": tf.ensure_shape(fingerprint, []),
+           "skip": tf.ensure_shape(skip, [])}
+    if "text" in ex:
+      text = tf.numpy_function(text_codes, [ex["text"], mulan, skip], tf.int32, name="text_codes")
+      out["mulan_text"] = tf.ensure_shape(text, shapes["mulan"])
+    return out
 
   dataset = dataset.map(tokenize).filter(lambda ex: tf.equal(ex["skip"], ""))
   return dataset.map(lambda ex: {k: v for k, v in ex.items() if k != "skip"})
 
 
-def select_clip(dataset: tf.data.Dataset, id_key: str, id_prefix: str) -> tf.data.Dataset:
-  """TFDS example -> {"audio": float32 [-1, 1), "id": "<id_prefix><ex[id_key]>"}."""
+def select_clip(dataset: tf.data.Dataset, id_key: str, id_prefix: str,
+                caption_key: Optional[str] = None) -> tf.data.Dataset:
+  """TFDS example -> {"audio": float32 [-1, 1), "id": "<id_prefix><ex[id_key]>"} (+ "text":
+  ex[caption_key])."""
 
   @seqio.map_over_dataset
   def select(ex):
     clip_id = ex[id_key]
     if clip_id.dtype != tf.string:
       clip_id = tf.strings.as_string(clip_id)
-    return {"audio": tf.cast(ex["audio"], tf.float32) / tfds_audio.PCM_SCALE,
-            "id": tf.strings.join([id_prefix, clip_id])}
+    out = {"audio": tf.cast(ex["audio"], tf.float32) / tfds_audio.PCM_SCALE,
+           "id": tf.strings.join([id_prefix, clip_id])}
+    if caption_key:
+      out["text"] = ex[caption_key]
+    return out
 
   return select(dataset)
 
@@ -241,6 +261,7 @@ class TokenTaskSpec:
   id_key: str
   layout: tokens.TokenLayout
   crop_seconds: Mapping[str, float]   # stage -> crop; the longest is the shortest clip kept
+  caption_key: Optional[str] = None   # a captioned set's text feature: caches "mulan_text"
   prepare: Optional[Callable[[str], None]] = dataclasses.field(default=None, compare=False)
 
   @property
@@ -252,8 +273,12 @@ class TokenTaskSpec:
     return max(self.crop_seconds.values())
 
 
-def token_features(layout: tokens.TokenLayout) -> dict[str, seqio.Feature]:
-  return {**token_stream_features(layout), "id": _STRING, "tokenizers": _STRING}
+def token_features(layout: tokens.TokenLayout,
+                   captioned: bool = False) -> dict[str, seqio.Feature]:
+  features = {**token_stream_features(layout), "id": _STRING, "tokenizers": _STRING}
+  if captioned:
+    features["mulan_text"] = features["mulan"]
+  return features
 
 
 _REGISTERED: dict[str, TokenTaskSpec] = {}
@@ -269,10 +294,12 @@ def register_token_tasks(spec: TokenTaskSpec) -> str:
     source = audio_tasks.AudioTfdsSource(f"{spec.dataset}/{spec.config}:{spec.version}",
                                          splits=spec.splits, prepare=spec.prepare)
     seqio.TaskRegistry.add(
-        name, source=source, task_cls=TokenTask, output_features=token_features(spec.layout),
+        name, source=source, task_cls=TokenTask,
+        output_features=token_features(spec.layout, captioned=bool(spec.caption_key)),
         preprocessors=[
             functools.partial(select_clip, id_key=spec.id_key,
-                              id_prefix=f"{spec.dataset}/{spec.config}/"),
+                              id_prefix=f"{spec.dataset}/{spec.config}/",
+                              caption_key=spec.caption_key),
             functools.partial(tokenize_clips, task_name=name, layout=spec.layout,
                               sample_rate=spec.sample_rate, min_seconds=spec.min_seconds),
             seqio.CacheDatasetPlaceholder(required=True),
@@ -323,7 +350,7 @@ def synthetic_music_spec(config, layout: Optional[tokens.TokenLayout] = None) ->
   return TokenTaskSpec(
       dataset=synthetic_music.NAME, config=config.name, version=synthetic_music.VERSION,
       splits=("train", "validation"), sample_rate=config.sample_rate, id_key="clip_index",
-      layout=layout, crop_seconds=crops,
+      layout=layout, crop_seconds=crops, caption_key="caption",
       prepare=lambda data_dir: synthetic_music.ensure_built(config, data_dir))
 
 
@@ -342,6 +369,7 @@ for _config in musiccaps.BUILDER_CONFIGS:
   register_token_tasks(TokenTaskSpec(
       dataset=musiccaps.NAME, config=_config.name, version=musiccaps.VERSION,
       splits=("train", "eval"), sample_rate=_config.sample_rate, id_key="ytid",
-      layout=tokens.PAPER, crop_seconds=paper_crops(MUSICCAPS_CLIP_SECONDS)))
+      layout=tokens.PAPER, crop_seconds=paper_crops(MUSICCAPS_CLIP_SECONDS),
+      caption_key="caption"))
 
 parse_tokenizers_gin_from_env()

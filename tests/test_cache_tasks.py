@@ -42,11 +42,11 @@ def _cache(root, data_dir, cache_dir, *flags):
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _clips(data_dir, split):
-  """{clip id: float32 audio} of a split of the built set."""
+def _clips(data_dir, split, what="audio"):
+  """{clip id: float32 audio (or its caption)} of a split of the built set."""
   builder = synthetic_music.builder(CONFIG, data_dir)
   return {f"synthetic_music/{CONFIG.name}/{ex['clip_index']}":
-          tfds_audio.pcm_to_float(ex["audio"])
+          tfds_audio.pcm_to_float(ex["audio"]) if what == "audio" else ex[what].decode()
           for ex in builder.as_dataset(split=split, shuffle_files=False).as_numpy_iterator()}
 
 
@@ -67,6 +67,7 @@ def test_cache_tasks_main_caches_the_tokens_that_the_stage_tasks_then_read(tmp_p
     assert task.get_cached_stats("train")["examples"] == CONFIG.num_train
     tokenizers = music_tokenizers.load_music_tokenizers()
     clips = _clips(data_dir, "validation")
+    captions = _clips(data_dir, "validation", "caption")
     cached = {ex["id"].decode(): ex for ex in task.get_dataset(
         None, "validation", use_cached=True, shuffle=False).as_numpy_iterator()}
     assert sorted(cached) == sorted(clips)
@@ -75,6 +76,8 @@ def test_cache_tasks_main_caches_the_tokens_that_the_stage_tasks_then_read(tmp_p
       assert cached[clip_id]["tokenizers"].decode() == tokenizers.fingerprint
       for stream in ("mulan", "semantic", "acoustic"):
         np.testing.assert_array_equal(cached[clip_id][stream], direct[stream])
+      np.testing.assert_array_equal(cached[clip_id]["mulan_text"],
+                                    tokenizers.mulan.text_to_tokens([captions[clip_id]])[0])
 
     # The semantic stage reads the whole 4 s clip: MuLan ids, then semantic ids + EOS.
     stage = LAYOUT.stage("semantic")

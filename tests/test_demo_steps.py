@@ -89,9 +89,9 @@ def test_unknown_only_step_is_refused(tmp_path):
 def test_prompts_differ_in_measurable_attributes(tmp_path):
   records = demo_prompts.write_prompts(str(tmp_path / "p.jsonl"), 4.0)
   lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-  assert lines == records and len({r["id"] for r in records}) == len(records) == 36
+  assert lines == records and len({r["id"] for r in records}) == len(records) == 72
   assert {r["attributes"]["register"] for r in records} == {"low", "high"}
-  assert len({r["text"] for r in records}) >= 30  # a few short templates may coincide
+  assert len({r["text"] for r in records}) >= 60  # a few short templates may coincide
   # Every prompt lies in the world the demo trains on: its corpus draws from the same space.
   space = synthetic_music.config_by_name(demo_recipe.DATASET_CONFIG).space
   assert space == demo_prompts.SPACE
@@ -103,3 +103,15 @@ def test_prompts_differ_in_measurable_attributes(tmp_path):
     a = record["attributes"]
     assert (a["mode"], a["tempo_bpm"], a["loudness"]) == (
         space.modes[0], space.tempo_bpm[0], space.loudness[0])
+
+
+def test_the_demo_generates_in_windows_of_the_crops_its_stages_trained_on(tmp_path):
+  from tasks import token_tasks  # pylint: disable=import-outside-toplevel  (imports TF)
+  trained = token_tasks.synthetic_music_spec(demo_recipe.DATASET_CONFIG).crop_seconds
+  assert demo_recipe.STAGE_CROP_SECONDS == dict(trained)
+  generate = next(s for s in demo_recipe.steps(str(tmp_path)) if s.name == "generate")
+  assert f"--gin.pipeline.load.crop_seconds={demo_recipe.STAGE_CROP_SECONDS}" in generate.args
+  for stage in ("semantic", "coarse"):
+    train = next(s for s in demo_recipe.steps(str(tmp_path)) if s.name == stage)
+    assert (f"--gin.tasks.mulan_text_conditioning.rate={demo_recipe.MULAN_TEXT_RATE}"
+            in train.args)
