@@ -44,8 +44,7 @@ def load(run_dir: str, temperature) -> pipeline.MusicLM:
   gin.parse_config_files_and_bindings(
       ["pipeline/tiny.gin"],
       [f"{k}='{os.path.join(os.path.abspath(run_dir), v)}'" for k, v in parts.items()] +
-      ["STAGE='semantic'",
-       f"pipeline.load.crop_seconds={demo_recipe.STAGE_CROP_SECONDS}"])
+      ["STAGE='semantic'"])
   params = None if temperature is None else {
       s: {"temperature": temperature} for s in ("semantic", "coarse")}
   return pipeline.load(decoder_params=params)

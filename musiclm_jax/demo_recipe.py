@@ -20,10 +20,6 @@ CLIP_SAMPLES = 4 * 16000
 GENERATE_SECONDS = 4.0
 
 TOKEN_TASK = f"synthetic_music_tokens_{DATASET_CONFIG}"
-# The crops the stages train on (the token task's: tasks/token_tasks.py), and so the windows
-# they must generate in: a window longer than the training crop samples positions the model
-# never saw.
-STAGE_CROP_SECONDS = {"semantic": 4.0, "coarse": 1.0, "fine": 0.5}
 
 # The share of the stages' training crops conditioned on the caption's MuLan text codes rather
 # than the clip's audio codes (tasks/stage_tasks.py): the tiny MuLan's text and audio codes
@@ -109,7 +105,6 @@ def steps(output_dir: str, steps_scale: float = 1.0) -> list[Step]:
             f"--gin.SOUNDSTREAM_DIR='{out.soundstream}'", f"--gin.MULAN_DIR='{out.mulan}'",
             f"--gin.SEMANTIC_DIR='{out.semantic}'", f"--gin.COARSE_DIR='{out.coarse}'",
             f"--gin.FINE_DIR='{out.fine}'", f"--gin.PROMPTS_FILE='{out.prompts}.jsonl'",
-            f"--gin.pipeline.load.crop_seconds={STAGE_CROP_SECONDS}",
             f"--gin.SECONDS={GENERATE_SECONDS}", f"--gin.INFER_OUTPUT_DIR='{out.generations}'"),
            (os.path.join(out.generations, "index.html"),
             os.path.join(out.generations, "generations.jsonl")), env),
