@@ -2,7 +2,7 @@
 
 Run after the demo (or any run with the demo's folder layout):
 
-  .venv/bin/python bench/prompt_following_parts.py output/demo [--clips 32] [--temperature 0.6]
+  .venv/bin/python bench/prompt_following_parts.py output/demo [--clips 32] [--temperature 0.6] [--guidance 3]
 
 The demo scores the whole chain (text -> audio). This runs the chain from further along, so a
 link that loses the prompt shows as the first row near the control:
@@ -18,7 +18,8 @@ link that loses the prompt shows as the first row near the control:
 Audio rows score register and drums by rank (prompt_following.rank_score: AUC, control 0.5,
 permutation p); the clips are the synthetic corpus's validation clips, their attributes the
 "prompts". Sampling temperatures come from --temperature for the semantic and coarse stages
-(the paper's 1.0 / 0.95 when not given).
+(the paper's 1.0 / 0.95 when not given), their classifier-free guidance from --guidance (the
+demo's is 3).
 """
 import argparse
 import json
@@ -37,7 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANKED = ("register", "drums")
 
 
-def load(run_dir: str, temperature) -> pipeline.MusicLM:
+def load(run_dir: str, temperature, guidance=None) -> pipeline.MusicLM:
   gin.add_config_file_search_path(os.path.join(REPO, "gin"))
   parts = {"SOUNDSTREAM_DIR": "soundstream", "MULAN_DIR": "mulan", "SEMANTIC_DIR": "semantic",
            "COARSE_DIR": "coarse", "FINE_DIR": "fine", "W2V_BERT_DIR": "w2v_bert"}
@@ -45,8 +46,9 @@ def load(run_dir: str, temperature) -> pipeline.MusicLM:
       ["pipeline/tiny.gin"],
       [f"{k}='{os.path.join(os.path.abspath(run_dir), v)}'" for k, v in parts.items()] +
       ["STAGE='semantic'"])
-  params = None if temperature is None else {
-      s: {"temperature": temperature} for s in ("semantic", "coarse")}
+  params = {s: {**({} if temperature is None else {"temperature": temperature}),
+                **({} if guidance is None else {"guidance_scale": guidance})}
+            for s in ("semantic", "coarse")}
   return pipeline.load(decoder_params=params)
 
 
@@ -77,9 +79,11 @@ def main() -> None:
   parser.add_argument("run_dir")
   parser.add_argument("--clips", type=int, default=32)
   parser.add_argument("--temperature", type=float, default=None)
+  parser.add_argument("--guidance", type=float, default=None,
+                      help="classifier-free guidance scale of the semantic and coarse stages")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
-  lm = load(args.run_dir, args.temperature)
+  lm = load(args.run_dir, args.temperature, args.guidance)
   config = synthetic_music.config_by_name(demo_recipe.DATASET_CONFIG)
   if config.space != demo_prompts.SPACE:
     raise SystemExit(f"the demo's corpus {config.name} is not drawn from the prompts' space")
@@ -115,7 +119,7 @@ def main() -> None:
     rows.append(rank_row(name, lm._decode(generated), attributes, rate))  # pylint: disable=protected-access
 
   print(f"{len(wavs)} held-out clips of synthetic_music/{config.name}; semantic/coarse "
-        f"temperature {args.temperature or 'paper'}")
+        f"temperature {args.temperature or 'paper'}, guidance {args.guidance or 'none'}")
   print("| link | register | instrument | drums |\n|---|---|---|---|")
   for row in rows:
     cells = []
