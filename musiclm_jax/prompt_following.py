@@ -97,10 +97,21 @@ def flatness(wav: np.ndarray, sample_rate: int) -> float:
   return float(np.log(frames.mean() + 1e-12))
 
 
-# attribute -> (its values from lower to higher, the feature that orders them)
+def brightness(wav: np.ndarray, sample_rate: int) -> float:
+  """log spectral centroid (librosa, Hz), averaged over frames: higher the more of the energy
+  sits in upper harmonics."""
+  frames = librosa.feature.spectral_centroid(y=np.asarray(wav, np.float32), sr=sample_rate,
+                                             n_fft=2048, hop_length=512)
+  return float(np.log(frames.mean() + 1.0))
+
+
+# attribute -> (its values from lower to higher, the feature that orders them). Timbres by
+# brightness: a sine has no overtones, a plucked string's fade, a square wave keeps its odd
+# harmonics at 1/n; the demo's three only (the other timbres have no such order).
 ORDERED_FEATURES = {
     "register": (("low", "mid", "high"), low_band_centroid),
     "drums": (("False", "True"), flatness),
+    "instrument": (("sine", "plucked", "square"), brightness),
 }
 
 
@@ -147,7 +158,8 @@ def prompt_following(clips: Sequence[np.ndarray], sample_rate: int,
                      attributes: Mapping[str, Sequence[str]], seconds: float,
                      space: music_synth.AttributeSpace = music_synth.FULL) -> dict:
   """{attribute: score(...)} for generated `clips` and the attributes their prompts named; an
-  attribute in ORDERED_FEATURES also gets rank_score(...) under "ranking". Centroids are fitted
+  attribute in ORDERED_FEATURES whose values its order has also gets rank_score(...) under
+  "ranking". Centroids are fitted
   on clips rendered from `space` (the corpus the generator was trained on)."""
   profiles = np.stack([log_mel_profile(c, sample_rate) for c in clips])
   results = {}
@@ -156,7 +168,7 @@ def prompt_following(clips: Sequence[np.ndarray], sample_rate: int,
     prompted = [str(a[attribute]) for a in prompt_attributes]
     centroids = fit_centroids(attribute, values, sample_rate, seconds, space=space)
     results[attribute] = score(centroids.classify(profiles), prompted)
-    if attribute in ORDERED_FEATURES:
+    if attribute in ORDERED_FEATURES and set(values) <= set(ORDERED_FEATURES[attribute][0]):
       results[attribute]["ranking"] = rank_attribute(clips, sample_rate, prompted, attribute)
   return results
 

@@ -63,7 +63,7 @@ def test_generated_clips_differ_by_prompt(demo):
   scores = json.load((generations / "prompt_following.json").open())
   assert set(scores) == {"register", "instrument", "drums"}
   assert all(s["clips"] == len(records) for s in scores.values())
-  for attribute in ("register", "drums"):
+  for attribute in ("register", "instrument", "drums"):
     ranking = scores[attribute]["ranking"]
     assert 0 <= ranking["auc"] <= 1 and 0 < ranking["p_value"] <= 1
   drums = scores["drums"]["ranking"]
