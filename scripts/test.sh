@@ -6,4 +6,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/venv.sh"
 cd "$ROOT"
-exec python -m pytest -q -n 2 --dist loadfile "$@"
+exec python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "$@"

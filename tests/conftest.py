@@ -6,3 +6,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 
+
+
+def pytest_collection_modifyitems(config, items):
+  """The end-to-end demo (~20 minutes) goes first, so that with two workers
+  (scripts/test.sh: pytest-xdist, --no-loadscope-reorder) the other worker runs the rest of
+  the suite meanwhile instead of the demo starting last."""
+  del config
+  items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_demo.py::") else 1)
