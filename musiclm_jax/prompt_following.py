@@ -159,8 +159,8 @@ def prompt_following(clips: Sequence[np.ndarray], sample_rate: int,
                      space: music_synth.AttributeSpace = music_synth.FULL) -> dict:
   """{attribute: score(...)} for generated `clips` and the attributes their prompts named; an
   attribute in ORDERED_FEATURES whose values its order has also gets rank_score(...) under
-  "ranking". Centroids are fitted
-  on clips rendered from `space` (the corpus the generator was trained on)."""
+  "ranking". Centroids are fitted on clips rendered from `space` (the corpus the generator
+  was trained on)."""
   profiles = np.stack([log_mel_profile(c, sample_rate) for c in clips])
   results = {}
   for attribute, values in attributes.items():
