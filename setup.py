@@ -28,8 +28,8 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.15",
-             # Two workers, one per core: much of the suite waits on single-threaded XLA
-             # compiles, so the suite takes about two thirds of the time on one.
+             # Two workers, one per core (scripts/test.sh): one runs the demo's end-to-end
+             # test while the other runs the rest of the suite.
              "pytest-xdist==3.8.0", "execnet==2.1.2",
              # Drives Debian's chromium (+ chromium-driver) in the listening-page test; 4.38 is
              # the newest whose certifi floor the registry satisfies.
