@@ -11,15 +11,17 @@ link that loses the prompt shows as the first row near the control:
                     the share of training clips with that value)
   codec             SoundStream reconstructions of the held-out clips
   fine              true coarse codes -> fine stage -> codec
-  coarse + fine     true semantic codes and the clips' MuLan audio codes -> coarse -> fine
+  coarse + fine     true semantic codes and the clips' MuLan audio codes (or their captions'
+                    text codes, which stages trained at mulan_text_conditioning.rate 1 read)
+                    -> coarse -> fine
   audio tokens      the clips' MuLan audio codes -> all three stages (training's conditioning)
   text tokens       their captions' MuLan text codes -> all three stages (inference's)
 
-Audio rows score register and drums by rank (prompt_following.rank_score: AUC, control 0.5,
-permutation p); the clips are the synthetic corpus's validation clips, their attributes the
-"prompts". Sampling temperatures come from --temperature for the semantic and coarse stages
-(the paper's 1.0 / 0.95 when not given), their classifier-free guidance from --guidance (the
-demo's is 3).
+Audio rows score register, instrument (timbre) and drums by rank (prompt_following.rank_score:
+AUC, control 0.5, permutation p); the clips are the synthetic corpus's validation clips, their
+attributes the "prompts". Sampling temperatures come from --temperature for the semantic and
+coarse stages (the paper's 1.0 / 0.95 when not given), their classifier-free guidance from
+--guidance (the demo's is 3).
 """
 import argparse
 import json
@@ -35,7 +37,7 @@ from musiclm_jax import demo_prompts, demo_recipe, generation, pipeline, prompt_
 from tasks import music_synth, synthetic_music
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RANKED = ("register", "drums")
+RANKED = ("register", "instrument", "drums")
 
 
 def load(run_dir: str, temperature, guidance=None) -> pipeline.MusicLM:
@@ -96,7 +98,6 @@ def main() -> None:
   rate, layout, rng = lm.sample_rate, lm.layout, jax.random.key(args.seed)
   semantic, acoustic = lm.tokenize_clip(wavs, config.sample_rate)
   audio_codes = lm.mulan.audio_to_tokens(wavs)
-  story = [(audio_codes, config.seconds)]
   coarse_levels = layout.coarse_levels
   true_coarse = acoustic[..., :coarse_levels]
 
@@ -109,12 +110,15 @@ def main() -> None:
   fine = generation.generate_fine(lm.samplers["fine"], layout, true_coarse, rng,
                                   crop_seconds=crops.get("fine"))
   rows.append(rank_row("fine", decode(true_coarse, fine), attributes, rate))
-  coarse = generation.generate_coarse(lm.samplers["coarse"], layout, story, semantic, rng,
-                                      crop_seconds=crops.get("coarse"))
-  fine = generation.generate_fine(lm.samplers["fine"], layout, coarse, rng,
-                                  crop_seconds=crops.get("fine"))
-  rows.append(rank_row("coarse + fine", decode(coarse, fine), attributes, rate))
-  for name, codes in (("audio tokens", audio_codes), ("text tokens", lm.text_tokens(captions))):
+  text_codes = lm.text_tokens(captions)
+  for name, codes in (("audio", audio_codes), ("text", text_codes)):
+    coarse = generation.generate_coarse(lm.samplers["coarse"], layout, [(codes, config.seconds)],
+                                        semantic, rng, crop_seconds=crops.get("coarse"))
+    fine = generation.generate_fine(lm.samplers["fine"], layout, coarse, rng,
+                                    crop_seconds=crops.get("fine"))
+    rows.append(rank_row(f"coarse + fine ({name} codes)", decode(coarse, fine), attributes,
+                         rate))
+  for name, codes in (("audio tokens", audio_codes), ("text tokens", text_codes)):
     _, generated, _ = lm._run_stages([(codes, config.seconds)], rng)  # pylint: disable=protected-access
     rows.append(rank_row(name, lm._decode(generated), attributes, rate))  # pylint: disable=protected-access
 

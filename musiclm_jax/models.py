@@ -57,6 +57,14 @@ class BaseModel(abc.ABC):
     networks returns e.g. `optax.multi_transform` over its parameter groups."""
     return optimizer_fn(lr_schedule) if lr_schedule is not None else optimizer_fn()
 
+  def train_phase(self, step: int) -> Optional[str]:
+    """The variant of `train_step` to run at (host-side) `step`: None, or a name the trainer
+    passes back as `train_step(..., phase=name)`, compiling one step per phase. For a model
+    whose computation changes partway through training (SoundStream's discriminators join
+    late), so that no step pays for the parts it does not use."""
+    del step
+    return None
+
   def train_step(self, state: TrainState, batch: Batch, rng, optimizer: optax.GradientTransformation,
                  num_microbatches: int = 1) -> tuple[TrainState, Metrics]:
     """One optimizer step on the mean gradient of `num_microbatches` slices of the batch."""

@@ -3,6 +3,8 @@ discriminators (Zeghidour et al., 2021, Sec. 3.4-3.5). The network is in `sounds
 
 Registered in gin as `soundstream.SoundStream`, next to the codec's configurables.
 """
+import functools
+
 import gin
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,10 @@ from musiclm_jax.soundstream import SoundStreamCodec, SoundStreamConfig
 from musiclm_jax.train_state import TrainState
 
 
+# The train phase (BaseModel.train_phase) of the steps before the discriminators join.
+WARM_UP = "codec_warm_up"
+
+
 @gin.configurable(module="soundstream")
 class SoundStream(BaseModel):
   """The codec as the trainer's model: a GAN step over params `{"generator", "discriminator"}`
@@ -26,8 +32,9 @@ class SoundStream(BaseModel):
   Generator loss (Sec. 3.5): reconstruction_weight * multi-scale mel + commitment_weight *
   commitment + adversarial_weight * hinge + feature_weight * feature matching (the last two
   only from `discriminator_start_step` on, which lets the codec learn to reconstruct before
-  the discriminators push it). With both adversarial weights 0 the discriminators are not
-  run at all: a plain reconstruction-trained codec.
+  the discriminators push it). Before that step the train step does not run the
+  discriminators at all (`train_phase`), so the warm-up costs what a plain codec step costs.
+  With both adversarial weights 0 they never run: a plain reconstruction-trained codec.
   Batches: `{audio_feature: float32 [batch, samples]}`, samples a multiple of the hop.
   """
   FEATURE_CONVERTER_CLS = seqio.PassThroughFeatureConverter
@@ -84,9 +91,11 @@ class SoundStream(BaseModel):
     return optax.multi_transform({group: make() for group in groups},
                                  {group: group for group in groups})
 
-  def _objective(self, params, codebooks, wav, rng, step):
+  def _objective(self, params, codebooks, wav, rng, step, discriminate: bool = True):
     """Generator loss + discriminator loss, arranged so that one gradient serves both: each
-    network sees the other through stop_gradient. Returns (total, (metrics, codebooks))."""
+    network sees the other through stop_gradient. Returns (total, (metrics, codebooks)).
+    `discriminate=False` leaves the discriminators out (their gradient is zero) and reports
+    their metrics as zeros, so both variants return the same tree."""
     (wav_hat, aux), updated = self.generator.apply(
         {"params": params["generator"], rvq.COLLECTION: codebooks}, wav, train=True,
         rngs={"quantizer": rng}, mutable=[rvq.COLLECTION])
@@ -97,7 +106,11 @@ class SoundStream(BaseModel):
     metrics = {"reconstruction_loss": reconstruction, "commitment_loss": commitment,
                **{f"rvq/{k}": v for k, v in aux["metrics"].items()}}
     total = generator_loss
-    if self.uses_discriminators:
+    if self.uses_discriminators and not discriminate:
+      zero = jnp.zeros((), jnp.float32)
+      metrics.update(adversarial_loss=zero, feature_loss=zero, discriminator_loss=zero,
+                     discriminator_active=zero)
+    elif self.uses_discriminators:
       active = (step >= self.discriminator_start_step).astype(jnp.float32)
       batch = wav.shape[0]
       both = self.discriminators.apply({"params": params["discriminator"]},
@@ -127,12 +140,23 @@ class SoundStream(BaseModel):
                                          rng, jnp.asarray(step))
     return loss, metrics
 
-  def train_step(self, state: TrainState, batch, rng, optimizer, num_microbatches: int = 1):
-    """One generator + discriminator update; the codebooks' EMA update goes to model_state."""
+  def train_phase(self, step: int):
+    """WARM_UP before the discriminators join: a step compiled without them, since a
+    traced switch (`lax.cond`) runs several times slower than either branch on XLA:CPU."""
+    if self.uses_discriminators and step < self.discriminator_start_step:
+      return WARM_UP
+    return None
+
+  def train_step(self, state: TrainState, batch, rng, optimizer, num_microbatches: int = 1,
+                 phase=None):
+    """One generator + discriminator update; the codebooks' EMA update goes to model_state.
+    `phase=WARM_UP` (train_phase) is the codec-only step; without a phase the discriminators
+    run and a traced mask keeps them out before `discriminator_start_step`."""
     wav = self._audio(batch)
     step_rng = jax.random.fold_in(rng, state.step)
-    grad_fn = jax.value_and_grad(self._objective, has_aux=True)
     codebooks = state.model_state[rvq.COLLECTION]
+    grad_fn = jax.value_and_grad(
+        functools.partial(self._objective, discriminate=phase != WARM_UP), has_aux=True)
     if num_microbatches <= 1:
       (loss, (metrics, codebooks)), grads = grad_fn(state.params, codebooks, wav, step_rng,
                                                     state.step)

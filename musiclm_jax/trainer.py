@@ -102,14 +102,15 @@ def shard_model(model: BaseModel, optimizer: optax.GradientTransformation,
 
 
 def jit_train_step(model: BaseModel, setup: ShardedSetup, batch_shardings,
-                   num_microbatches: int = 1):
+                   num_microbatches: int = 1, phase: Optional[str] = None):
   """`(state, batch, rng) -> (state, metrics)`, jitted with the run's shardings and the state
   donated. The one construction of the step: `train` runs it, plan.py compiles it for a TPU
-  slice ahead of time."""
+  slice ahead of time. `phase`: a name from `model.train_phase` (None: the full step)."""
   replicated = partitioning.replicated(setup.mesh)
+  phase_kwargs = {} if phase is None else {"phase": phase}
   return jax.jit(
       functools.partial(model.train_step, optimizer=setup.optimizer,
-                        num_microbatches=num_microbatches),
+                        num_microbatches=num_microbatches, **phase_kwargs),
       in_shardings=(setup.state_shardings, batch_shardings, replicated),
       out_shardings=(setup.state_shardings, replicated),
       donate_argnums=(0,))
@@ -171,7 +172,8 @@ def train(*, model: BaseModel, train_dataset_cfg: DatasetConfig, model_dir: str,
     logging.info("Starting at step %d of %d (%s)", start, total_steps,
                  "resumed" if start else "fresh")
 
-    train_step = jit_train_step(model, setup, batch_shardings, num_microbatches)
+    # One compiled step per train phase, built when the phase is first reached.
+    train_steps = {}
     evaluate = _make_evaluator(model, setup, eval_dataset_cfg, eval_steps)
 
     is_writer = jax.process_index() == 0
@@ -185,7 +187,11 @@ def train(*, model: BaseModel, train_dataset_cfg: DatasetConfig, model_dir: str,
     try:
       for step in range(start, total_steps):
         batch = input_pipeline.to_global_batch(next(train_iter), batch_shardings)
-        state, metrics = train_step(state, batch, rng)
+        phase = model.train_phase(step)
+        if phase not in train_steps:
+          train_steps[phase] = jit_train_step(model, setup, batch_shardings, num_microbatches,
+                                              phase)
+        state, metrics = train_steps[phase](state, batch, rng)
         pending.append(metrics)
         done = step + 1
         progress(done)

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from musiclm_jax import tokens
+from musiclm_jax import soundstream_gan, tokens
 from musiclm_jax.codec import Codec
 from musiclm_jax.layers import rvq
 from musiclm_jax.soundstream import SoundStreamCodec, SoundStreamConfig
@@ -147,6 +147,25 @@ def test_gan_step_updates_both_networks_after_the_warm_up_and_the_codebooks():
   assert changed(second.params["discriminator"], first.params["discriminator"])
   assert all(np.isfinite(float(v)) for v in metrics.values())
   assert int(second.nonfinite_step) == -1 and int(second.step) == 2
+
+
+def test_warm_up_phase_is_the_masked_step_without_the_discriminators():
+  model = tiny_model(discriminator_start_step=2)
+  assert [model.train_phase(s) for s in range(3)] == [soundstream_gan.WARM_UP] * 2 + [None]
+  assert tiny_model(adversarial_weight=0.0, feature_weight=0.0).train_phase(0) is None
+  variables = nn.meta.unbox(model.get_initial_variables(key(0), {"audio": (4, 3200)}))
+  optimizer = model.make_optimizer(lambda: optax.adam(1e-3), None)
+  params = variables.pop("params")
+  state = TrainState.create(params, optimizer.init(params), variables)
+  batch = {"audio": jnp.asarray(tones(4, 3200))}
+  masked, masked_metrics = jax.jit(lambda s, b: model.train_step(s, b, key(1), optimizer))(
+      state, batch)
+  warm, warm_metrics = jax.jit(lambda s, b: model.train_step(
+      s, b, key(1), optimizer, phase=soundstream_gan.WARM_UP))(state, batch)
+  assert sorted(warm_metrics) == sorted(masked_metrics)
+  assert float(warm_metrics["discriminator_active"]) == 0.0
+  for a, b in zip(jax.tree.leaves(warm.params), jax.tree.leaves(masked.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_missing_or_misshapen_audio_feature_is_named():
