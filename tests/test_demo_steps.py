@@ -89,7 +89,7 @@ def test_unknown_only_step_is_refused(tmp_path):
 def test_prompts_differ_in_measurable_attributes(tmp_path):
   records = demo_prompts.write_prompts(str(tmp_path / "p.jsonl"), 4.0)
   lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-  assert lines == records and len({r["id"] for r in records}) == len(records) == 72
+  assert lines == records and len({r["id"] for r in records}) == len(records) == 144
   assert {r["attributes"]["register"] for r in records} == {"low", "high"}
   assert len({r["text"] for r in records}) >= 60  # a few short templates may coincide
   # Every prompt lies in the world the demo trains on: its corpus draws from the same space.
