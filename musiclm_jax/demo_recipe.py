@@ -36,7 +36,7 @@ TRAIN_STEPS = {"soundstream": 1000, "w2v_bert": 300, "mulan": 500,
 # SoundStream's discriminators join for the last fifth of its steps. The reconstruction-only
 # warm-up steps cost 0.24 s, against 0.62 s for a GAN step. A codec with 200 warm-up steps
 # loses the register: ranked by pitch, its reconstructions score AUC 0.4 to 0.55. With 800
-# warm-up steps they score 0.96 (README "The main job").
+# warm-up steps they score 0.94 (README "The main job").
 DISCRIMINATOR_START_SHARE = 0.8
 
 
