@@ -64,7 +64,7 @@ def test_generated_clips_differ_by_prompt(demo):
   # centroid, must come out the prompted way more often than under shuffled prompts (AUC 0.5),
   # beyond chance (permutation p), and the nearest-centroid classifier must beat its shuffled
   # control too. Timbre and drums are measured, not asserted: over 144 prompts they rank at
-  # AUC 0.60-0.62 (p < 0.01), but 72 prompts of one fresh run put both near 0.5 (README "The
+  # AUC 0.59-0.62 (p <= 0.027), but 72 prompts of one fresh run put both near 0.5 (README "The
   # main job").
   scores = json.load((generations / "prompt_following.json").open())
   assert set(scores) == {"register", "instrument", "drums"}
