@@ -43,7 +43,9 @@ setuptools.setup(
     version="0.1.0",
     description="MusicLM (text to music) as a JAX/Flax framework that trains at TPU-pod scale.",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["musiclm_jax", "musiclm_jax.*", "tasks", "tasks.*"]),
+    packages=setuptools.find_packages(include=["musiclm_jax", "musiclm_jax.*"]),
+    # The gin configs ship inside the package, so a wheel install finds `--gin_file=models/...`.
+    package_data={"musiclm_jax": ["gin/*/*.gin", "gin/*/*/*.gin"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

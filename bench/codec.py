@@ -10,8 +10,8 @@ float32, on whatever JAX backend is default (CPU here). RTF = batch x seconds / 
 above 1 is faster than real time. Encode includes the host-side NaN check of the API.
 
 Configs:
-  tiny   gin/models/soundstream/tiny.gin: 16 kHz, strides 2-4-5-8, C = 4, D = 32, 4 x 64 codes
-  paper  gin/models/soundstream/paper.gin: 24 kHz, strides 2-4-6-10, C = 32, D = 512,
+  tiny   musiclm_jax/gin/models/soundstream/tiny.gin: 16 kHz, strides 2-4-5-8, C = 4, D = 32, 4 x 64 codes
+  paper  musiclm_jax/gin/models/soundstream/paper.gin: 24 kHz, strides 2-4-6-10, C = 32, D = 512,
          12 x 1024 codes (6 kbps)
 """
 import argparse
@@ -26,14 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musiclm_jax import tokens
-from musiclm_jax.codec import Codec
-from musiclm_jax.soundstream import SoundStreamCodec, SoundStreamConfig
+from musiclm_jax.stages import token_layout
+from musiclm_jax.codec.acoustic_tokenizer import Codec
+from musiclm_jax.codec.soundstream import SoundStreamCodec, SoundStreamConfig
 
 CONFIGS = {
-    "tiny": lambda: SoundStreamConfig(layout=tokens.TINY, strides=(2, 4, 5, 8), channels=4,
+    "tiny": lambda: SoundStreamConfig(layout=token_layout.TINY, strides=(2, 4, 5, 8), channels=4,
                                       embedding_dim=32),
-    "paper": lambda: SoundStreamConfig(layout=tokens.PAPER, strides=(2, 4, 6, 10),
+    "paper": lambda: SoundStreamConfig(layout=token_layout.PAPER, strides=(2, 4, 6, 10),
                                        channels=32, embedding_dim=512),
 }
 

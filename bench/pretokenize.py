@@ -28,9 +28,10 @@ sys.path.insert(0, REPO)
 import gin  # pylint: disable=g-import-not-at-top,wrong-import-position
 import seqio
 
-from musiclm_jax import music_tokenizers, tokens
-from tasks import synthetic_music, tfds_audio, token_tasks
-from tests.test_music_tokenizers import (TOKENS_GIN, parse_tiny_tokenizers_gin,
+from musiclm_jax.data import music_tokenizers
+from musiclm_jax.stages import token_layout
+from musiclm_jax.data import synthetic_music, tfds_audio, token_tasks
+from tests.data.test_music_tokenizers import (TOKENS_GIN, parse_tiny_tokenizers_gin,
                                          tiny_tokenizer_bindings, write_tiny_tokenizers)
 
 
@@ -79,7 +80,7 @@ def bench_config(clips: int, seconds: float):
 # Imported by the --beam run's cache_tasks_main (--module_import=bench.pretokenize).
 if os.environ.get("BENCH_PRETOKENIZE_CLIPS"):
   token_tasks.register_synthetic_music_token_tasks(
-      bench_config(int(os.environ["BENCH_PRETOKENIZE_CLIPS"]), 4.0), layout=tokens.TINY)
+      bench_config(int(os.environ["BENCH_PRETOKENIZE_CLIPS"]), 4.0), layout=token_layout.TINY)
 
 
 def main():
@@ -91,7 +92,7 @@ def main():
   if args.beam and args.seconds != 4.0:
     parser.error("--beam registers 4 s clips in the cache process; leave --seconds at 4")
   config = bench_config(args.clips, args.seconds)
-  task_name = token_tasks.register_synthetic_music_token_tasks(config, layout=tokens.TINY)
+  task_name = token_tasks.register_synthetic_music_token_tasks(config, layout=token_layout.TINY)
   with tempfile.TemporaryDirectory() as tmp:
     root, data_dir, cache_dir = (os.path.join(tmp, d) for d in ("tokenizers", "tfds", "cache"))
     parse_tiny_tokenizers_gin(root)

@@ -33,15 +33,17 @@ import gin  # pylint: disable=g-import-not-at-top
 import jax
 import numpy as np
 
-from musiclm_jax import demo_prompts, demo_recipe, generation, pipeline, prompt_following
-from tasks import music_synth, synthetic_music
+from musiclm_jax.demo import prompts as demo_prompts, recipe, prompt_following
+from musiclm_jax.stages import generation
+from musiclm_jax.inference import pipeline
+from musiclm_jax.data import music_synth, synthetic_music
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANKED = ("register", "instrument", "drums")
 
 
 def load(run_dir: str, temperature, guidance=None) -> pipeline.MusicLM:
-  gin.add_config_file_search_path(os.path.join(REPO, "gin"))
+  gin.add_config_file_search_path(os.path.join(REPO, "musiclm_jax", "gin"))
   parts = {"SOUNDSTREAM_DIR": "soundstream", "MULAN_DIR": "mulan", "SEMANTIC_DIR": "semantic",
            "COARSE_DIR": "coarse", "FINE_DIR": "fine", "W2V_BERT_DIR": "w2v_bert"}
   gin.parse_config_files_and_bindings(
@@ -86,7 +88,7 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
   lm = load(args.run_dir, args.temperature, args.guidance)
-  config = synthetic_music.config_by_name(demo_recipe.DATASET_CONFIG)
+  config = synthetic_music.config_by_name(recipe.DATASET_CONFIG)
   if config.space != demo_prompts.SPACE:
     raise SystemExit(f"the demo's corpus {config.name} is not drawn from the prompts' space")
   start = config.num_train

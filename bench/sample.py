@@ -23,17 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musiclm_jax import tokens
-from musiclm_jax.models import DecoderOnlyModel
-from musiclm_jax.transformer import DecoderOnlyTransformer, TransformerConfig
+from musiclm_jax.stages import token_layout
+from musiclm_jax.stages.stage_model import DecoderOnlyModel
+from musiclm_jax.stages.transformer import DecoderOnlyTransformer, TransformerConfig
 
-CONFIG = TransformerConfig(vocab_size=1024 + tokens.NUM_SPECIAL_IDS, emb_dim=512, num_heads=8,
+CONFIG = TransformerConfig(vocab_size=1024 + token_layout.NUM_SPECIAL_IDS, emb_dim=512, num_heads=8,
                            head_dim=64, mlp_dim=2048, num_layers=6, dropout_rate=0.0)
 
 
 def _batch(batch, prompt, new, rng):
   length = prompt + new + 1
-  ids = rng.integers(tokens.NUM_SPECIAL_IDS, CONFIG.vocab_size, (batch, prompt))
+  ids = rng.integers(token_layout.NUM_SPECIAL_IDS, CONFIG.vocab_size, (batch, prompt))
   inputs = np.zeros((batch, length), np.int32)
   inputs[:, 1:prompt + 1] = ids
   causal = np.zeros((batch, length), np.int32)

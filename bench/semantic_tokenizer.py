@@ -3,7 +3,7 @@
 Run:  .venv/bin/python bench/semantic_tokenizer.py [--sizes tiny,paper] [--seconds 10]
                                                   [--batch 1] [--repeats 3]
 
-For every size it builds the model from gin/models/w2v_bert/<size>.gin, initialises random
+For every size it builds the model from musiclm_jax/gin/models/w2v_bert/<size>.gin, initialises random
 parameters (the speed does not depend on the weights; no checkpoint is needed), draws random
 centroids for that size's layout (tiny 64, paper 1024 clusters, SEMANTIC_LAYER from the gin
 file) and times `SemanticTokenizer.tokenize` on `batch` clips of `seconds` of noise, exactly
@@ -27,13 +27,13 @@ import gin
 import jax
 import numpy as np
 
-from musiclm_jax import kmeans
-from musiclm_jax.gin_utils import PACKAGE_GIN_DIR
-from musiclm_jax.semantic_tokenizer import SemanticTokenizer
+from musiclm_jax.semantic import kmeans
+from musiclm_jax.core.gin_utils import PACKAGE_GIN_DIR
+from musiclm_jax.semantic.semantic_tokenizer import SemanticTokenizer
 
 
 def load_size(size):
-  """(W2vBertModel, SEMANTIC_LAYER, number of clusters) from gin/models/w2v_bert/<size>.gin."""
+  """(W2vBertModel, SEMANTIC_LAYER, number of clusters) from musiclm_jax/gin/models/w2v_bert/<size>.gin."""
   gin.clear_config()
   root_logger = logging.getLogger()
   level = root_logger.level

@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python bench/soundstream_step.py [--batch 8] [--seconds 1] [--repeats 6]
 
-Builds the tiny codec model of gin/models/soundstream/tiny.gin with random weights, jits
+Builds the tiny codec model of musiclm_jax/gin/models/soundstream/tiny.gin with random weights, jits
 `SoundStream.train_step` once per phase that `train_phase` names (the warm-up before
 `discriminator_start_step`, then the full step), as the trainer does, and reports the median
 of `--repeats` steps after one excluded compile-and-run. Random-noise batches: the step's cost
@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from musiclm_jax import soundstream_gan
-from musiclm_jax.train_state import TrainState
+from musiclm_jax.codec import soundstream_gan
+from musiclm_jax.core.train_state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +34,7 @@ def main() -> None:
   parser.add_argument("--seconds", type=float, default=1.0)
   parser.add_argument("--repeats", type=int, default=6)
   args = parser.parse_args()
-  gin.add_config_file_search_path(os.path.join(REPO, "gin"))
+  gin.add_config_file_search_path(os.path.join(REPO, "musiclm_jax", "gin"))
   gin.parse_config_files_and_bindings(["models/soundstream/tiny.gin"], [])
   model = soundstream_gan.SoundStream()
   samples = int(args.seconds * model.config.sample_rate) // model.config.hop * model.config.hop

@@ -16,8 +16,8 @@ import time
 
 import tensorflow_datasets as tfds
 
-from tasks import music_synth
-from tasks import synthetic_music
+from musiclm_jax.data import music_synth
+from musiclm_jax.data import synthetic_music
 
 
 def _dir_bytes(path):

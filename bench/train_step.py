@@ -11,9 +11,9 @@ the project optimizer (`optimizers.create(constant 1e-3)`: clip + AdamW), shards
 
 Configs:
   fixed  emb_dim 512, 6 layers, 8 heads x 64, gated-GELU MLP 2048 (wi_0, wi_1, wo),
-         seq 256, batch 8, vocab 1024 + tokens.NUM_SPECIAL_IDS, float32.
-  base   TransformerConfig as bound by gin/models/stage/base.gin, its vocabulary the
-         `--stage`'s under the paper token layout (network.gin's `tokens.stage_vocab_size`;
+         seq 256, batch 8, vocab 1024 + token_layout.NUM_SPECIAL_IDS, float32.
+  base   TransformerConfig as bound by musiclm_jax/gin/models/stage/base.gin, its vocabulary the
+         `--stage`'s under the paper token layout (network.gin's `token_layout.stage_vocab_size`;
          `--stage none`: 1024 + specials); seq / batch from TASK_FEATURE_LENGTHS /
          BATCH_SIZE macros if base.gin binds them, else 512 / 8 (noted). If the file is
          missing or unparsable: `_BASE_FALLBACK` (emb 768, 12 layers, 12 x 64 heads, MLP 2048,
@@ -58,21 +58,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from musiclm_jax import input_pipeline
-from musiclm_jax import models
-from musiclm_jax import optimizers
-from musiclm_jax import partitioning
-from musiclm_jax import tokens
-from musiclm_jax import trainer
-from musiclm_jax.transformer import DecoderOnlyTransformer, TransformerConfig
+from musiclm_jax.core import input_pipeline
+from musiclm_jax.stages import stage_model
+from musiclm_jax.core import optimizers
+from musiclm_jax.core import partitioning
+from musiclm_jax.stages import token_layout
+from musiclm_jax.core import trainer
+from musiclm_jax.stages.transformer import DecoderOnlyTransformer, TransformerConfig
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_BASE_GIN = os.path.join(_REPO, "gin", "models", "stage", "base.gin")
-_FIXED = dict(model=dict(vocab_size=1024 + tokens.NUM_SPECIAL_IDS, emb_dim=512, num_layers=6,
+_BASE_GIN = os.path.join(_REPO, "musiclm_jax", "gin", "models", "stage", "base.gin")
+_FIXED = dict(model=dict(vocab_size=1024 + token_layout.NUM_SPECIAL_IDS, emb_dim=512, num_layers=6,
                          num_heads=8, head_dim=64, mlp_dim=2048, dtype="float32",
                          param_dtype="float32"),
               seq=256, batch=8)
-_BASE_FALLBACK = dict(model=dict(vocab_size=1024 + tokens.NUM_SPECIAL_IDS, emb_dim=768,
+_BASE_FALLBACK = dict(model=dict(vocab_size=1024 + token_layout.NUM_SPECIAL_IDS, emb_dim=768,
                                  num_layers=12, num_heads=12, head_dim=64, mlp_dim=2048),
                       seq=512, batch=8)
 _DEFAULT_STEPS = {"fixed": 10, "base": 4}
@@ -91,7 +91,7 @@ def _query(key):
 def _base_from_gin(stage, notes):
   """(TransformerConfig, seq, batch) from base.gin, or the fallback with a note.
 
-  The vocabulary is the one training uses: base.gin's `@tokens.stage_vocab_size()` for
+  The vocabulary is the one training uses: base.gin's `@token_layout.stage_vocab_size()` for
   `stage` under the paper token layout (stage None: 1024 + specials, like `fixed`).
   """
   rel = os.path.relpath(_BASE_GIN, _REPO)
@@ -100,7 +100,7 @@ def _base_from_gin(stage, notes):
     return (TransformerConfig(**_BASE_FALLBACK["model"]), _BASE_FALLBACK["seq"],
             _BASE_FALLBACK["batch"])
   gin.clear_config()
-  gin.add_config_file_search_path(os.path.join(_REPO, "gin"))  # includes are gin/-relative
+  gin.add_config_file_search_path(os.path.join(_REPO, "musiclm_jax", "gin"))  # includes are gin/-relative
   root_logger = logging.getLogger()
   level = root_logger.level
   root_logger.setLevel(logging.CRITICAL)  # gin logs every search-path miss as an error
@@ -111,7 +111,7 @@ def _base_from_gin(stage, notes):
       gin.bind_parameter("TransformerConfig.vocab_size", _BASE_FALLBACK["model"]["vocab_size"])
       vocab_from = "1024 + specials (--stage none)"
     else:
-      gin.parse_config([f"STAGE = '{stage}'", "LAYOUT = @tokens.TokenLayout()"])
+      gin.parse_config([f"STAGE = '{stage}'", "LAYOUT = @token_layout.TokenLayout()"])
       vocab_from = f"the {stage} stage under the paper token layout"
     cfg = TransformerConfig()  # gin fills in every bound field
     seq = _query("TASK_FEATURE_LENGTHS/macro.value")
@@ -207,7 +207,7 @@ def matmul_peak(n=2048, reps=8):
 
 def random_prefix_lm_batch(rng: np.random.Generator, batch: int, seq: int, vocab: int):
   """What seqio's PrefixLMFeatureConverter emits for an unpadded `inputs ++ targets`."""
-  ids = rng.integers(tokens.NUM_SPECIAL_IDS, vocab, size=(batch, seq), dtype=np.int32)
+  ids = rng.integers(token_layout.NUM_SPECIAL_IDS, vocab, size=(batch, seq), dtype=np.int32)
   inputs = np.concatenate([np.zeros((batch, 1), np.int32), ids[:, :-1]], axis=1)
   prefix = rng.integers(1, seq // 2 + 1, size=(batch, 1))  # number of input (prompt) tokens
   pos = np.arange(seq)[None, :]
@@ -221,7 +221,7 @@ def random_prefix_lm_batch(rng: np.random.Generator, batch: int, seq: int, vocab
 
 
 def bench_config(name, cfg: TransformerConfig, seq: int, batch: int, steps: int, budget: float):
-  model = models.DecoderOnlyModel(DecoderOnlyTransformer(cfg))
+  model = stage_model.DecoderOnlyModel(DecoderOnlyTransformer(cfg))
   optimizer = optimizers.create(optax.constant_schedule(1e-3))
   mesh = partitioning.create_mesh((1, 1, 1), devices=jax.devices()[:1])
   rules = partitioning.logical_axis_rules()
@@ -320,7 +320,7 @@ def main(argv=None):
                       help=f"timed steps per config (default {_DEFAULT_STEPS})")
   parser.add_argument("--budget", type=float, default=60.0,
                       help="stop timing a config after this many seconds (min 2 steps)")
-  parser.add_argument("--stage", default="semantic", choices=(*tokens.STAGE_NAMES, "none"),
+  parser.add_argument("--stage", default="semantic", choices=(*token_layout.STAGE_NAMES, "none"),
                       help="whose vocabulary `base` uses (none: 1024 + specials)")
   args = parser.parse_args(argv)
   names = [n.strip() for n in args.configs.split(",") if n.strip()]

@@ -4,7 +4,7 @@
 # as a package built from setup.py, so every task module and tokenizer travels with it.
 #
 #   bash launch/dataflow_cache.sh --project=P --region=us-central1 --bucket=gs://B \
-#     --tasks='fma_tokens_small_24k' [--module_import=tasks.token_tasks ...] \
+#     --tasks='fma_tokens_small_24k' [--module_import=musiclm_jax.data.token_tasks ...] \
 #     [--tokenizers_gin=tasks/fma_tokens.gin --tokenizers_bindings="SOUNDSTREAM_DIR='gs://B/ss'; ..."] \
 #     [--sdk_container_image=IMAGE] [--max_num_workers=64] [--machine_type=n2-highmem-8] [--dry_run]
 #
@@ -13,7 +13,7 @@
 # the command. Locally, the same command with --runner=DirectRunner is what cache_tasks_main runs
 # by default.
 #
-# The tokenizers: tasks/token_tasks.py reads them from $MUSICLM_TOKENIZERS_GIN and
+# The tokenizers: musiclm_jax/data/token_tasks.py reads them from $MUSICLM_TOKENIZERS_GIN and
 # $MUSICLM_TOKENIZERS_GIN_BINDINGS (--tokenizers_gin / --tokenizers_bindings set them here).
 # Dataflow workers do not inherit this machine's environment, so they need a worker image that
 # sets both and holds the code (--sdk_container_image; launch/README.md has the Dockerfile);
@@ -48,7 +48,7 @@ for name in PROJECT REGION BUCKET TASKS; do
 done
 case "$BUCKET" in gs://*) ;; *) echo "dataflow_cache.sh: --bucket must be gs://..." >&2; exit 2 ;; esac
 BUCKET="${BUCKET%/}"
-[ ${#MODULES[@]} -gt 0 ] || MODULES=(tasks.token_tasks)
+[ ${#MODULES[@]} -gt 0 ] || MODULES=(musiclm_jax.data.token_tasks)
 if [ -n "$TOKENIZERS_GIN$TOKENIZERS_BINDINGS" ] && [ -z "$IMAGE" ]; then
   echo "dataflow_cache.sh: --tokenizers_gin/--tokenizers_bindings reach only this machine; the" \
        "Dataflow workers need them too: pass --sdk_container_image (see launch/README.md)" >&2
@@ -65,7 +65,7 @@ else
 fi
 OPTIONS+=",--machine_type=$MACHINE,--experiments=use_runner_v2"
 
-# env(1): the launcher imports tasks.token_tasks too and reads the tokenizers' checkpoints.
+# env(1): the launcher imports musiclm_jax.data.token_tasks too and reads the tokenizers' checkpoints.
 ENVS=()
 [ -z "$TOKENIZERS_GIN" ] || ENVS+=("MUSICLM_TOKENIZERS_GIN=$TOKENIZERS_GIN")
 [ -z "$TOKENIZERS_BINDINGS" ] || ENVS+=("MUSICLM_TOKENIZERS_GIN_BINDINGS=$TOKENIZERS_BINDINGS")

@@ -2,7 +2,7 @@ r"""Runs one command as N JAX processes on this machine (127.0.0.1), each with i
 
 The local stand-in for a pod slice: the same multi-process code paths (jax.distributed,
 per-process data shards, per-process checkpoint writes, gloo all-reduces between processes)
-without a TPU. Used by tests/test_multihost.py.
+without a TPU. Used by tests/core/test_multihost.py.
 
   python launch/local.py --num_processes=2 --devices_per_process=4 --log_dir=/tmp/logs -- \
     python -m musiclm_jax.train --gin_file=... --gin.partitioning.create_mesh.mesh_shape="(2,4,1)"

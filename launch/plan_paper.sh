@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's plan table: every paper-size model ahead-of-time compiled for v4-32, v4-128 and
+# The plan table of docs/pods.md: every paper-size model ahead-of-time compiled for v4-32, v4-128 and
 # v5e-256 on this (CPU) machine. Needs libtpu (pip install -e '.[tpu]'). Each compile takes
 # 1-20 minutes on 2 cores and up to ~15 GB of RAM (SoundStream for v4-128: 24 GB; more where
 # XLA searches for rematerialisations of activations that do not fit): one model at a time.
@@ -20,7 +20,7 @@ ALL=(semantic coarse fine soundstream w2v_bert mulan mulan_bert_base)
 MODELS=("${@:-${ALL[@]}}")
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 SLICES="['v4-32', 'v4-128', 'v5e-256']"
-# Global batch per step, the same on every slice (stated in the README).
+# Global batch per step, the same on every slice (stated in docs/pods.md).
 BATCH=256
 
 plan() {  # plan MODEL_NAME GIN_FILE [gin flags...]

@@ -8,7 +8,7 @@ r"""Creates a Cloud TPU VM slice, installs this repository on every worker and r
   python launch/tpu_vm.py delete --name=musiclm --zone=us-central2-b
 
 `run` starts the same command on all workers (`gcloud ... ssh --worker=all`); each joins the
-others through the TPU metadata (musiclm_jax/distributed.py), reads its own data shard and
+others through the TPU metadata (musiclm_jax/core/distributed.py), reads its own data shard and
 writes its own checkpoint shards, so MODEL_DIR must be on GCS. Add --dry_run to any of them
 to print the exact commands instead of running them. Plan the slice first:
 `python -m musiclm_jax.plan` (on any machine) says whether the config fits its HBM.

@@ -5,9 +5,10 @@ r"""Evaluate a generation run folder against a captioned reference split.
     --gin.REFERENCE="'synthetic_music_pairs_tiny'" --gin.REFERENCE_SPLIT="'validation'"
 
 Writes metrics.json and metrics.md into the generation folder and prints the json's path
-(library: `evaluation.evaluate`). Bad input exits 2 with one line naming the culprit.
+(library: `evaluator.evaluate`). Bad input exits 2 with one line naming the culprit.
 """
-from musiclm_jax import evaluation, gin_utils
+from musiclm_jax.evaluation import evaluator
+from musiclm_jax.core import gin_utils
 
 if __name__ == "__main__":
-  gin_utils.run_main("musiclm_jax.evaluate", evaluation.evaluate, multi_process=False)
+  gin_utils.run_main("musiclm_jax.evaluate", evaluator.evaluate, multi_process=False)

@@ -10,7 +10,8 @@ Reads the newest w2v-BERT checkpoint in MODEL_DIR and writes `{MODEL_DIR}/semant
 atomically. A bad binding, missing checkpoint or data problem exits with status 2 and one
 line naming the cause.
 """
-from musiclm_jax import gin_utils, semantic_tokenizer
+from musiclm_jax.core import gin_utils
+from musiclm_jax.semantic import semantic_tokenizer
 
 if __name__ == "__main__":
   gin_utils.run_main("musiclm_jax.fit_kmeans", semantic_tokenizer.fit_kmeans)

@@ -10,8 +10,8 @@ generate, the sampling step, for each slice; prints a markdown table of per-chip
 arguments / outputs / temporaries), headroom, compiled vs analytic 6·N·tokens FLOPs, the ideal
 step time at the chip's peak, and for a step that does not fit, the knob that would fix it.
 Needs libtpu (`pip install -e '.[tpu]'`); allocates nothing. With
-`planning.plan.output_file`, rows are also appended there as JSON lines; `--render=FILE`
-prints such a file as one table (launch/plan_paper.sh builds the README's table that way).
+`aot.plan.output_file`, rows are also appended there as JSON lines; `--render=FILE`
+prints such a file as one table (launch/plan_paper.sh builds the table of docs/pods.md that way).
 """
 import os
 import sys
@@ -22,19 +22,20 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from musiclm_jax import gin_utils, plan_report, planning  # pylint: disable=wrong-import-position
+from musiclm_jax.core import gin_utils  # pylint: disable=wrong-import-position
+from musiclm_jax.planning import plan_table, aot
 
 flags.DEFINE_string("render", None, "Print a JSON-lines file written by earlier plans "
-                    "(planning.plan.output_file) as one table, and exit.")
+                    "(aot.plan.output_file) as one table, and exit.")
 
 
 def main() -> None:
   if any(arg.startswith("--render") for arg in sys.argv[1:]):
     flags.FLAGS(sys.argv)
-    print(plan_report.render(flags.FLAGS.render))
+    print(plan_table.render(flags.FLAGS.render))
   else:
     # No jax.distributed: planning is one process that owns no accelerator.
-    gin_utils.run_main("musiclm_jax.plan", planning.plan, multi_process=False)
+    gin_utils.run_main("musiclm_jax.plan", aot.plan, multi_process=False)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ r"""Trains any model of the project from gin files (t5x's `train` entry point).
 Re-running with the same MODEL_DIR resumes from its newest checkpoint. A bad gin file or
 binding, an impossible mesh or a NaN loss exits with status 2 and one line naming the cause.
 """
-from musiclm_jax import gin_utils, trainer
+from musiclm_jax.core import gin_utils, trainer
 
 if __name__ == "__main__":
   gin_utils.run_main("musiclm_jax.train", trainer.train,

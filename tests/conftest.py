@@ -13,4 +13,4 @@ def pytest_collection_modifyitems(config, items):
   (scripts/test.sh: pytest-xdist, --no-loadscope-reorder) the other worker runs the rest of
   the suite meanwhile instead of the demo starting last."""
   del config
-  items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_demo.py::") else 1)
+  items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/demo/test_demo.py::") else 1)

@@ -1,4 +1,4 @@
-"""Subprocess half of tests/test_contrastive.py: MuLan's contrastive step on 8 fake devices.
+"""Subprocess half of tests/mulan/test_contrastive.py: MuLan's contrastive step on 8 fake devices.
 
 XLA_FLAGS=--xla_force_host_platform_device_count=8 must be set before jax is imported:
 
@@ -20,7 +20,8 @@ import numpy as np
 from etils import epath
 from flax import traverse_util
 
-from musiclm_jax import contrastive, input_pipeline, optimizers, partitioning, trainer
+from musiclm_jax.mulan import contrastive
+from musiclm_jax.core import input_pipeline, optimizers, partitioning, trainer
 from tests import mulan_helpers
 
 MESHES = {"1dev": (1, 1, 1), "8x1x1": (8, 1, 1), "2x2x2": (2, 2, 2)}

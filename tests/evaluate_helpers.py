@@ -10,7 +10,7 @@ import os
 import numpy as np
 import soundfile as sf
 
-from tasks import audio_tasks, music_synth, synthetic_music
+from musiclm_jax.data import audio_tasks, music_synth, synthetic_music
 from tests import fixtures_audio as fx
 
 RATE = 16000

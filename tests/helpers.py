@@ -1,6 +1,6 @@
 """Tiny configurations shared by tests (audiocraft-style debug models built in code)."""
-from musiclm_jax.transformer import DecoderOnlyTransformer, TransformerConfig
-from musiclm_jax.models import DecoderOnlyModel
+from musiclm_jax.stages.transformer import DecoderOnlyTransformer, TransformerConfig
+from musiclm_jax.stages.stage_model import DecoderOnlyModel
 
 
 def tiny_transformer_config(**overrides) -> TransformerConfig:

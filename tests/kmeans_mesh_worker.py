@@ -1,4 +1,4 @@
-"""Subprocess half of tests/test_kmeans.py: k-means and w2v-BERT features on 8 fake devices.
+"""Subprocess half of tests/semantic/test_kmeans.py: k-means and w2v-BERT features on 8 fake devices.
 
 XLA_FLAGS=--xla_force_host_platform_device_count=8 must be set before jax is imported:
 
@@ -17,8 +17,9 @@ import jax
 import numpy as np
 from etils import epath
 
-from musiclm_jax import kmeans, partitioning
-from musiclm_jax.semantic_tokenizer import param_shardings
+from musiclm_jax.semantic import kmeans
+from musiclm_jax.core import partitioning
+from musiclm_jax.semantic.semantic_tokenizer import param_shardings
 from tests.w2v_bert_helpers import tiny_model
 
 MESHES = {"1dev": (1, 1, 1), "8x1x1": (8, 1, 1), "2x2x2": (2, 2, 2)}

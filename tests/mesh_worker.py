@@ -1,4 +1,4 @@
-"""Subprocess half of tests/test_partitioning.py: one tiny model on several meshes.
+"""Subprocess half of tests/core/test_partitioning.py: one tiny model on several meshes.
 
 XLA_FLAGS=--xla_force_host_platform_device_count=8 must be set before jax is imported, so
 pytest runs this module in a fresh interpreter (all meshes in one process: compiling
@@ -10,7 +10,7 @@ dominates the cost):
 For every mesh `(data, fsdp, model)` it builds the TrainState with `trainer.shard_model`,
 runs NUM_STEPS jitted train steps exactly as `trainer.train` does and records losses,
 parameters and bytes per device. It then saves the 2x2x2 state with
-`musiclm_jax.checkpoints`, restores it onto other meshes and takes one more step there.
+`musiclm_jax.core.checkpoints`, restores it onto other meshes and takes one more step there.
 Writes OUT_DIR/results.json (also printed) and OUT_DIR/<mesh>_{init,final}.npz; the
 assertions live on the pytest side.
 """
@@ -27,7 +27,7 @@ import optax
 from etils import epath
 from flax import traverse_util
 
-from musiclm_jax import checkpoints, input_pipeline, optimizers, partitioning, trainer
+from musiclm_jax.core import checkpoints, input_pipeline, optimizers, partitioning, trainer
 from tests.helpers import tiny_decoder_model
 
 NUM_DEVICES = 8

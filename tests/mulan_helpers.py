@@ -2,7 +2,7 @@
 
 `tiny_model()` has a from-scratch 2-layer 32-d BERT (fast to initialise and step);
 `pretrained_model()` has the pre-trained MiniLM-L6 text tower, frozen, as in
-gin/models/mulan/tiny.gin. `CAPTIONED` is a synthetic_music config of 2 s clips whose tasks
+musiclm_jax/gin/models/mulan/tiny.gin. `CAPTIONED` is a synthetic_music config of 2 s clips whose tasks
 `synthetic_music_{audio,pairs}_mulan_test` are registered on import; `build(data_dir)` renders
 it (about 3 s).
 """
@@ -11,10 +11,10 @@ import functools
 import flax.linen as nn
 import jax
 
-from musiclm_jax import bert
+from musiclm_jax.mulan import bert
 from musiclm_jax.layers import resnet
-from musiclm_jax.mulan import MuLan, MuLanConfig, MuLanModel
-from tasks import audio_tasks, synthetic_music
+from musiclm_jax.mulan.mulan import MuLan, MuLanConfig, MuLanModel
+from musiclm_jax.data import audio_tasks, synthetic_music
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 1.0
@@ -71,7 +71,7 @@ def build(data_dir) -> None:
 def validation_pairs(data_dir, split: str = "validation"):
   """(float32 wavs `[n, samples]`, captions) of a split of the built captioned set."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from tasks import tfds_audio  # pylint: disable=import-outside-toplevel
+  from musiclm_jax.data import tfds_audio  # pylint: disable=import-outside-toplevel
   ds = synthetic_music.builder(CAPTIONED, data_dir).as_dataset(split=split, shuffle_files=False)
   wavs, captions = [], []
   for example in ds.as_numpy_iterator():
@@ -82,7 +82,7 @@ def validation_pairs(data_dir, split: str = "validation"):
 
 def train(model: MuLanModel, model_dir, steps: int):
   """The tests' short MuLan run through the one trainer (the set must be built); its state."""
-  from musiclm_jax import optimizers, trainer  # pylint: disable=import-outside-toplevel
+  from musiclm_jax.core import optimizers, trainer  # pylint: disable=import-outside-toplevel
   return trainer.train(
       model=model, model_dir=str(model_dir), total_steps=steps, log_every=50,
       checkpoint_every=steps, seed=0,

@@ -13,17 +13,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from musiclm_jax import checkpoints, kmeans, mulan_tokens, pipeline, semantic_tokenizer, tokens
-from musiclm_jax.codec import Codec
+from musiclm_jax.core import checkpoints
+from musiclm_jax.semantic import kmeans, semantic_tokenizer
+from musiclm_jax.mulan import mulan_tokenizer
+from musiclm_jax.inference import pipeline
+from musiclm_jax.stages import token_layout
+from musiclm_jax.codec.acoustic_tokenizer import Codec
 from musiclm_jax.layers import rvq
-from musiclm_jax.models import DecoderOnlyModel
-from musiclm_jax.soundstream import SoundStreamCodec
-from musiclm_jax.train_state import TrainState
-from musiclm_jax.transformer import DecoderOnlyTransformer
+from musiclm_jax.stages.stage_model import DecoderOnlyModel
+from musiclm_jax.codec.soundstream import SoundStreamCodec
+from musiclm_jax.core.train_state import TrainState
+from musiclm_jax.stages.transformer import DecoderOnlyTransformer
 from tests import mulan_helpers, soundstream_helpers, w2v_bert_helpers
 from tests.helpers import tiny_transformer_config
 
-LAYOUT = tokens.TINY
+LAYOUT = token_layout.TINY
 # Short crops so a few seconds of audio already take several windows per stage.
 CROPS = {"semantic": 1.0, "coarse": 0.6, "fine": 0.4}
 CONTEXTS = {"semantic": 0.4, "coarse": 0.2}
@@ -51,8 +55,8 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
   return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def mulan_quantizer(embed_dim: int) -> mulan_tokens.MuLanQuantizer:
-  return mulan_tokens.MuLanQuantizer.fit(
+def mulan_quantizer(embed_dim: int) -> mulan_tokenizer.MuLanQuantizer:
+  return mulan_tokenizer.MuLanQuantizer.fit(
       unit_vectors(4 * LAYOUT.mulan_codebook_size, embed_dim), LAYOUT.mulan_levels,
       LAYOUT.mulan_codebook_size, jax.random.key(0), kmeans_iters=2)
 
@@ -70,11 +74,11 @@ def _parts():
   codec_config = soundstream_helpers.tiny_config()
   codec = Codec(codec_config, codec_variables(codec_config))
   mulan_model = mulan_helpers.tiny_model()
-  mulan = mulan_tokens.MuLanTokenizer(
-      mulan_tokens.MuLanEmbedder(mulan_model, mulan_helpers.init_params(mulan_model)),
+  mulan = mulan_tokenizer.MuLanTokenizer(
+      mulan_tokenizer.MuLanEmbedder(mulan_model, mulan_helpers.init_params(mulan_model)),
       mulan_quantizer(mulan_model.config.embed_dim))
   stages = {}
-  for seed, name in enumerate(tokens.STAGE_NAMES):
+  for seed, name in enumerate(token_layout.STAGE_NAMES):
     model = stage_model(name)
     stages[name] = (model, stage_params(model, seed))
   return codec, mulan, stages
@@ -125,8 +129,8 @@ def write_parts(parts: pipeline.Parts) -> None:
   mulan_model = parts.mulan_model
   _params_checkpoint(parts.mulan_dir, jax.jit(lambda rng: nn.meta.unbox(
       mulan_model.init_variables(rng)["params"]))(jax.random.key(0)))
-  mulan_quantizer(mulan_model.config.embed_dim).save(mulan_tokens.rvq_path(parts.mulan_dir))
-  for seed, name in enumerate(tokens.STAGE_NAMES):
+  mulan_quantizer(mulan_model.config.embed_dim).save(mulan_tokenizer.rvq_path(parts.mulan_dir))
+  for seed, name in enumerate(token_layout.STAGE_NAMES):
     model, model_dir = parts.stage(name)
     _params_checkpoint(model_dir, stage_params(model, seed))
   if parts.w2v_bert_dir:

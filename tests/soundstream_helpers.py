@@ -3,18 +3,18 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from musiclm_jax import tokens
-from musiclm_jax.discriminators import DiscriminatorConfig
-from musiclm_jax.soundstream import SoundStreamConfig
-from musiclm_jax.soundstream_gan import SoundStream
-from tasks.synthetic_tones import tone_clip
+from musiclm_jax.stages import token_layout
+from musiclm_jax.codec.discriminators import DiscriminatorConfig
+from musiclm_jax.codec.soundstream import SoundStreamConfig
+from musiclm_jax.codec.soundstream_gan import SoundStream
+from musiclm_jax.data.synthetic_tones import tone_clip
 
-RATE = tokens.TINY.acoustic_sample_rate   # 16 kHz, hop 320 -> 50 Hz, 4 levels x 64 codes
+RATE = token_layout.TINY.acoustic_sample_rate   # 16 kHz, hop 320 -> 50 Hz, 4 levels x 64 codes
 
 
 def tiny_config(**overrides) -> SoundStreamConfig:
-  """What gin/models/soundstream/tiny.gin builds."""
-  kwargs = dict(layout=tokens.TINY, strides=(2, 4, 5, 8), channels=4, embedding_dim=32,
+  """What musiclm_jax/gin/models/soundstream/tiny.gin builds."""
+  kwargs = dict(layout=token_layout.TINY, strides=(2, 4, 5, 8), channels=4, embedding_dim=32,
                 dead_code_threshold=0.5)
   kwargs.update(overrides)
   return SoundStreamConfig(**kwargs)

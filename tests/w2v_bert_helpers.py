@@ -12,8 +12,8 @@ import jax
 import seqio
 import tensorflow as tf
 
-from musiclm_jax.audio_feature_converter import AUDIO
-from musiclm_jax.w2v_bert import W2vBert, W2vBertConfig, W2vBertModel
+from musiclm_jax.data.audio_feature_converter import AUDIO
+from musiclm_jax.semantic.w2v_bert import W2vBert, W2vBertConfig, W2vBertModel
 
 TASK = "w2v_bert_test_tones"
 SAMPLE_RATE = 16000

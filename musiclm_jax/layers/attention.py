@@ -12,7 +12,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from musiclm_jax.layers.blockwise_attention import TokenMask, blockwise_attention
 from musiclm_jax.layers.linears import dense
+from musiclm_jax.layers.relative_position import bias_from_table
 
 _NEG_INF = -1e10  # large but finite: a fully-masked row must not produce NaN
 
@@ -29,14 +31,19 @@ class MultiHeadAttention(nn.Module):
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  # "reference": materialised [b, h, q, k] scores; "blockwise": layers/blockwise_attention.py
+  # (full sequences only; a single decoding step always uses the reference arithmetic).
+  impl: str = "reference"
+  block_size: int = 512
 
   @nn.compact
-  def __call__(self, x, mask, bias_fn, *, deterministic: bool, decode: bool = False,
-               prefill_lengths=None, key_valid=None):
-    """mask: bool `[batch, 1, q, k]` (used when not single-step decoding).
+  def __call__(self, x, mask, relative_bias, *, deterministic: bool, decode: bool = False,
+               prefill_lengths=None, key_valid=None, token_mask: TokenMask = None):
+    """mask: bool `[batch, 1, q, k]` (reference, when not single-step decoding).
+    relative_bias: `[heads, 2 * M + 1]`, the position bias of each key-minus-query offset
+    (relative_position.offset_table).
     key_valid: bool `[batch, length]`, stored in the cache at prefill (default: all valid).
-
-    bias_fn(query_positions [b, q], key_positions [b, k]) -> `[b, heads, q, k]`.
+    token_mask: the mask as per-token facts, for the blockwise path.
     decode: use/update the KV cache. With `prefill_lengths` the whole sequence is processed
     and cached, and the cache index is set to the lengths; otherwise `x` is one step.
     """
@@ -53,6 +60,7 @@ class MultiHeadAttention(nn.Module):
     batch, length = x.shape[0], x.shape[1]
     positions = jnp.arange(length)[None, :]
     query_positions = key_positions = positions
+    single_step = False
     if decode:
       is_initialized = self.has_variable("cache", "cached_key")
       cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
@@ -74,6 +82,7 @@ class MultiHeadAttention(nn.Module):
         cached_valid.value = cached_valid.value | (
             jnp.arange(cached_valid.value.shape[1])[None, :] == index[:, None])
         cache_index.value = index + 1
+        single_step = True
         key, value = cached_key.value, cached_value.value
         max_length = key.shape[1]
         key_positions = jnp.arange(max_length)[None, :]
@@ -83,14 +92,29 @@ class MultiHeadAttention(nn.Module):
 
     # Scale the query, not the logits: cheaper, and what T5 does (folded into init there).
     query = query / jnp.sqrt(self.head_dim).astype(self.dtype)
+    # The transformer passes token_mask exactly when the blockwise path applies (not when it
+    # only builds the cache, nor for a single decoding step).
+    if self.impl == "blockwise" and token_mask is not None and not single_step:
+      use_dropout = not deterministic and self.dropout_rate > 0.0
+      out = blockwise_attention(
+          query, key, value, relative_bias, token_mask, block_size=self.block_size,
+          dropout_rate=self.dropout_rate if use_dropout else 0.0,
+          dropout_rng=self.make_rng("dropout") if use_dropout else None, dtype=self.dtype)
+      return self._project_out(out, x.shape[-1], qkv_axes, kw)
+    if self.impl not in ("reference", "blockwise"):
+      raise ValueError(f"attention impl {self.impl!r}; expected 'reference' or 'blockwise'")
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
-    logits = logits + bias_fn(query_positions, key_positions).astype(logits.dtype)
+    logits = logits + bias_from_table(relative_bias, query_positions,
+                                      key_positions).astype(logits.dtype)
     logits = jnp.where(mask, logits, jnp.asarray(_NEG_INF, logits.dtype))
     # Softmax in float32: bfloat16 exp/normalise loses too much for long sequences.
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+    return self._project_out(out, x.shape[-1], qkv_axes, kw)
+
+  def _project_out(self, out, features: int, qkv_axes, kw):
     out = nn.with_logical_constraint(out, qkv_axes)
-    out = dense(x.shape[-1], ("heads", "kv", "embed"), axis=(-2, -1), name="out", **kw)(out)
+    out = dense(features, ("heads", "kv", "embed"), axis=(-2, -1), name="out", **kw)(out)
     return nn.with_logical_constraint(
         out, ("activation_batch", "activation_length", "activation_embed"))

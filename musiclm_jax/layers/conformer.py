@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from musiclm_jax.layers.attention import MultiHeadAttention
 from musiclm_jax.layers.linears import dense
-from musiclm_jax.layers.relative_position import RelativePositionBiases
+from musiclm_jax.layers.relative_position import RelativePositionBiases, offset_table
 
 _EMBED_AXES = ("activation_batch", "activation_length", "activation_embed")
 _MLP_AXES = ("activation_batch", "activation_length", "activation_mlp")
@@ -108,15 +108,15 @@ class ConformerLayer(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask, bias_fn, deterministic: bool):
-    """mask: bool `[batch or 1, 1, time, time]`; bias_fn: relative position bias."""
+  def __call__(self, x, mask, relative_bias, deterministic: bool):
+    """mask: bool `[batch or 1, 1, time, time]`; relative_bias: relative_position.offset_table."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     drop = lambda h: nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     x = x + 0.5 * FeedForward(self.mlp_dim, self.dropout_rate, name="ff_start", **kw)(
         x, deterministic=deterministic)
     h = layer_norm("embed", name="attention_norm", **kw)(x)
     h = MultiHeadAttention(self.num_heads, self.head_dim, self.dropout_rate, name="attention",
-                           **kw)(h, mask, bias_fn, deterministic=deterministic)
+                           **kw)(h, mask, relative_bias, deterministic=deterministic)
     x = x + drop(h)
     x = x + ConvolutionModule(self.conv_kernel_size, self.dropout_rate, name="conv", **kw)(
         x, deterministic=deterministic)
@@ -157,10 +157,12 @@ class ConformerStack(nn.Module):
     # Every frame sees every frame: the encoder is bidirectional and clips are unpadded
     # (fixed training crops; the tokenizer pads only the last 40 ms frame).
     mask = jnp.ones((1, 1, x.shape[1], x.shape[1]), bool)
-    layer_cls = nn.remat(ConformerLayer, static_argnums=(3, 4)) if self.remat else ConformerLayer
+    relative_bias = offset_table(relpos)
+    layer_cls = nn.remat(ConformerLayer, static_argnums=(4,)) if self.remat else ConformerLayer
     outputs = []
     for i in range(num_run):
-      x = layer_cls(self.num_heads, self.head_dim, self.mlp_dim, self.conv_kernel_size,
-                    self.dropout_rate, name=f"layers_{i}", **kw)(x, mask, relpos, deterministic)
+      layer = layer_cls(self.num_heads, self.head_dim, self.mlp_dim, self.conv_kernel_size,
+                        self.dropout_rate, name=f"layers_{i}", **kw)
+      x = layer(x, mask, relative_bias, deterministic)
       outputs.append(x)
     return outputs

@@ -53,3 +53,19 @@ class RelativePositionBiases(nn.Module):
     )
     bias = jnp.asarray(table, self.dtype)[:, buckets]  # [heads, b, q, k]
     return jnp.transpose(bias, (1, 0, 2, 3))
+
+
+def offset_table(relpos: RelativePositionBiases) -> jnp.ndarray:
+  """The bias of every key-minus-query offset in `[-max_distance, max_distance]`,
+  `[heads, 2 * max_distance + 1]`: the buckets saturate at +-max_distance, so this table
+  is the whole function, computed once per forward and shared by every layer."""
+  offsets = jnp.arange(-relpos.max_distance, relpos.max_distance + 1)[None, :]
+  return relpos(jnp.zeros((1, 1), jnp.int32), offsets)[0, :, 0, :]
+
+
+def bias_from_table(table, query_positions, key_positions):
+  """`[batch or 1, heads, q, k]` biases of positions `[b, q]`, `[b, k]` from `offset_table`."""
+  max_distance = (table.shape[-1] - 1) // 2
+  offsets = jnp.clip(key_positions[:, None, :] - query_positions[:, :, None],
+                     -max_distance, max_distance) + max_distance
+  return jnp.transpose(table[:, offsets], (1, 0, 2, 3))

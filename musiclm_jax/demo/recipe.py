@@ -1,0 +1,155 @@
+"""The MusicLM recipe as a list of commands, sized for the demo (tiny models, synthetic set).
+
+Every step is a gin entry point a user would run by hand; on a pod the same sequence runs
+with the paper gin files, a real data set and the `launch/` wrappers (docs/recipe.md, "The whole
+recipe"). Training lengths are the demo's: enough for the tiny models to learn the synthetic
+set's structure on 2 CPU cores in about a quarter of an hour, scaled by `steps_scale`.
+"""
+import dataclasses
+import os
+
+from musiclm_jax.demo.step_runner import Step
+
+# The synthetic set the demo builds and everything trains on: 16 kHz, 4 s clips whose
+# attributes vary only where the demo prompts do (music_synth.DEMO).
+DATASET_CONFIG = "demo"
+AUDIO_TASK = f"synthetic_music_audio_{DATASET_CONFIG}"
+PAIRS_TASK = f"synthetic_music_pairs_{DATASET_CONFIG}"
+CLIP_SAMPLES = 4 * 16000
+# Seconds of audio generated per prompt: the semantic stage's whole training crop.
+GENERATE_SECONDS = 4.0
+
+TOKEN_TASK = f"synthetic_music_tokens_{DATASET_CONFIG}"
+
+# The share of the stages' training crops conditioned on the caption's MuLan text codes rather
+# than the clip's audio codes (musiclm_jax/data/stage_tasks.py): the tiny MuLan's text and audio codes
+# differ, and inference conditions on text (docs/architecture.md).
+MULAN_TEXT_RATE = 1.0
+
+# Classifier-free guidance for the two stages that read MuLan codes (trained with 10% of the
+# conditioning dropped, models/{semantic,coarse}/tiny.gin): at this size it sharpens how much
+# the sampled tokens follow the prompt (README, "The main job").
+DECODER_PARAMS = {"semantic": {"guidance_scale": 3.0}, "coarse": {"guidance_scale": 3.0}}
+
+TRAIN_STEPS = {"soundstream": 1000, "w2v_bert": 300, "mulan": 500,
+               "semantic": 600, "coarse": 2000, "fine": 1200}
+# SoundStream's discriminators join for the last fifth of its steps. The reconstruction-only
+# warm-up steps cost 0.24 s, against 0.62 s for a GAN step. A codec with 200 warm-up steps
+# loses the register: ranked by pitch, its reconstructions score AUC 0.4 to 0.55. With 800
+# warm-up steps they score 0.94 (README, "The main job").
+DISCRIMINATOR_START_SHARE = 0.8
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+  root: str
+
+  def __getattr__(self, name):
+    # out.soundstream, out.tfds, ...: one folder per part under the demo's output folder.
+    if name.startswith("_"):
+      raise AttributeError(name)
+    return os.path.join(self.root, name)
+
+
+def _checkpoint(model_dir: str, steps: int) -> str:
+  return os.path.join(model_dir, "checkpoints", str(steps))
+
+
+def _train(name: str, description: str, model_gin: str, task_gin: str, model_dir: str,
+           steps: int, env, *extra: str) -> Step:
+  every = str(steps)
+  return Step(name, description, "musiclm_jax.train",
+              (f"--gin_file={model_gin}", "--gin_file=runs/train.gin", f"--gin_file={task_gin}",
+               f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={steps}",
+               f"--gin.trainer.train.eval_every={every}",
+               f"--gin.trainer.train.checkpoint_every={every}", *extra),
+              (_checkpoint(model_dir, steps),), env)
+
+
+def steps(output_dir: str, steps_scale: float = 1.0) -> list[Step]:
+  out = Paths(os.path.abspath(output_dir))
+  n = {k: max(1, int(round(v * steps_scale))) for k, v in TRAIN_STEPS.items()}
+  # Every step reads and writes the demo's own TFDS folder, never ~/tensorflow_datasets.
+  env = {"MUSICLM_TFDS_DIR": out.tfds}
+  audio = (f"--gin.MIXTURE_OR_TASK_NAME='{AUDIO_TASK}'",)
+  pairs = (f"--gin.MIXTURE_OR_TASK_NAME='{PAIRS_TASK}'",)
+  return [
+      Step("data", "build the synthetic captioned-music set (TFDS)", "musiclm_jax.build_data",
+           (f"synthetic_music/{DATASET_CONFIG}",),
+           (os.path.join(out.tfds, "synthetic_music", DATASET_CONFIG),), env),
+      _train("soundstream", "train the SoundStream codec (GAN)", "models/soundstream/tiny.gin",
+             "tasks/synthetic_music_audio.gin", out.soundstream, n["soundstream"], env, *audio,
+             "--gin.soundstream.SoundStream.discriminator_start_step="
+             f"{int(n['soundstream'] * DISCRIMINATOR_START_SHARE)}"),
+      _train("w2v_bert", "train w2v-BERT (contrastive + masked prediction)",
+             "models/w2v_bert/tiny.gin", "tasks/synthetic_music_audio.gin", out.w2v_bert,
+             n["w2v_bert"], env, *audio, "--gin.TASK_FEATURE_LENGTHS={'audio': 32000}"),
+      Step("kmeans", "fit the semantic k-means on w2v-BERT features", "musiclm_jax.fit_kmeans",
+           ("--gin_file=models/w2v_bert/tiny.gin", "--gin_file=runs/fit_kmeans.gin",
+            "--gin_file=tasks/synthetic_music_audio.gin", *audio,
+            "--gin.TASK_FEATURE_LENGTHS={'audio': 32000}", f"--gin.MODEL_DIR='{out.w2v_bert}'",
+            f"--gin.semantic_tokenizer.fit_kmeans.num_steps={max(1, n['w2v_bert'] // 2)}",
+            "--gin.semantic_tokenizer.fit_kmeans.statistics_batches=20"),
+           (os.path.join(out.w2v_bert, "semantic_kmeans.npz"),), env),
+      _train("mulan", "train MuLan (audio tower + MiniLM text tower, contrastive)",
+             "models/mulan/tiny.gin", "tasks/synthetic_music_pairs.gin", out.mulan, n["mulan"],
+             env, *pairs),
+      Step("mulan_rvq", "fit MuLan's RVQ on whole-clip audio embeddings",
+           "musiclm_jax.fit_mulan_rvq",
+           ("--gin_file=models/mulan/tiny.gin", "--gin_file=runs/fit_mulan_rvq.gin",
+            "--gin_file=tasks/synthetic_music_pairs.gin", *pairs,
+            f"--gin.RVQ_TASK_FEATURE_LENGTHS={{'audio': {CLIP_SAMPLES}}}",
+            f"--gin.MODEL_DIR='{out.mulan}'"),
+           (os.path.join(out.mulan, "mulan_rvq.npz"),), env),
+      _cache_tokens(out, env),
+      *(_train(stage, f"train the {stage} stage on the cached tokens",
+               f"models/{stage}/tiny.gin", "tasks/stage_on_tokens.gin", getattr(out, stage),
+               n[stage], {**env, "MUSICLM_SEQIO_CACHE_DIR": out.token_cache},
+               f"--gin.TOKEN_TASK='{TOKEN_TASK}'",
+               f"--gin.tasks.mulan_text_conditioning.rate={MULAN_TEXT_RATE}")
+        for stage in ("semantic", "coarse", "fine")),
+      Step("prompts", "write the demo prompts (register x instrument x drums)",
+           "musiclm_jax.demo.prompts", (f"{out.prompts}.jsonl", str(GENERATE_SECONDS)),
+           (f"{out.prompts}.jsonl",), env),
+      Step("generate", "text -> audio for the demo prompts; the listening page",
+           "musiclm_jax.generate",
+           ("--gin_file=pipeline/tiny.gin", "--gin_file=runs/generate.gin",
+            f"--gin.SOUNDSTREAM_DIR='{out.soundstream}'", f"--gin.MULAN_DIR='{out.mulan}'",
+            f"--gin.SEMANTIC_DIR='{out.semantic}'", f"--gin.COARSE_DIR='{out.coarse}'",
+            f"--gin.FINE_DIR='{out.fine}'", f"--gin.PROMPTS_FILE='{out.prompts}.jsonl'",
+            f"--gin.pipeline.load.decoder_params={DECODER_PARAMS}",
+            f"--gin.SECONDS={GENERATE_SECONDS}", f"--gin.INFER_OUTPUT_DIR='{out.generations}'"),
+           (os.path.join(out.generations, "index.html"),
+            os.path.join(out.generations, "generations.jsonl")), env),
+      Step("evaluate", "FAD / KL (musicnn), MCC (MuLan), codec metrics vs held-out clips",
+           "musiclm_jax.evaluate",
+           ("--gin_file=runs/evaluate.gin", "--gin_file=models/mulan/tiny.gin",
+            "--gin_file=models/soundstream/tiny.gin",
+            f"--gin.GENERATIONS_DIR='{out.generations}'", f"--gin.REFERENCE='{PAIRS_TASK}'",
+            "--gin.REFERENCE_SPLIT='validation'",
+            "--gin.evaluation.evaluate.mulan_model=@mulan.MuLanModel()",
+            f"--gin.evaluation.evaluate.mulan_model_dir='{out.mulan}'",
+            "--gin.evaluation.evaluate.codec_config=@SoundStreamConfig()",
+            f"--gin.evaluation.evaluate.codec_model_dir='{out.soundstream}'"),
+           (os.path.join(out.generations, "metrics.json"),), env),
+      Step("prompt_following", "does the audio follow its prompt? (vs shuffled prompts)",
+           "musiclm_jax.demo.report",
+           (out.generations, f"{out.prompts}.jsonl", str(GENERATE_SECONDS)),
+           (os.path.join(out.generations, "prompt_following.json"),), env),
+  ]
+
+
+def _cache_tokens(out: Paths, env) -> Step:
+  """seqio's own cache command over the tokenizing task, tokenizers named by environment
+  (cache_tasks_main takes no gin flags; musiclm_jax/data/token_tasks.py reads these)."""
+  tokenizers = (f"SOUNDSTREAM_DIR='{out.soundstream}'; W2V_BERT_DIR='{out.w2v_bert}'; "
+                f"MULAN_DIR='{out.mulan}'")
+  return Step("cache_tokens", "pre-tokenize the set with the frozen tokenizers (Beam)",
+              "seqio.scripts.cache_tasks_main",
+              ("--module_import=musiclm_jax.data.token_tasks", f"--tasks={TOKEN_TASK}",
+               f"--output_cache_dir={out.token_cache}",
+               "--pipeline_options=--runner=DirectRunner"),
+              (os.path.join(out.token_cache, TOKEN_TASK, "info.train.json"),
+               os.path.join(out.token_cache, TOKEN_TASK, "info.validation.json")),
+              {**env, "MUSICLM_TOKENIZERS_GIN": "tasks/synthetic_music_tokens.gin",
+               "MUSICLM_TOKENIZERS_GIN_BINDINGS": tokenizers})

@@ -1,0 +1,221 @@
+"""The stage model: a prefix-LM over one stage's vocabulary, in the model interface of
+`base_model.py` (loss, scoring, KV-cached sampling with classifier-free guidance)."""
+import functools
+from typing import Callable, Optional
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import seqio
+
+from musiclm_jax.stages import decoding
+from musiclm_jax.stages import token_layout
+from musiclm_jax.core.base_model import BaseModel, cross_entropy_with_z_loss
+
+
+@gin.configurable
+class DecoderOnlyModel(BaseModel):
+  """A prefix-LM over one stage's vocabulary: the semantic, coarse and fine stages.
+
+  With `stage` (a token_layout.StageVocabulary) the model knows its token layout: sampling masks
+  every position to the ids of the RVQ level it stands at (and EOS at the end), and
+  classifier-free guidance knows which leading input tokens are the MuLan conditioning.
+  """
+  FEATURE_CONVERTER_CLS = seqio.PrefixLMFeatureConverter
+
+  def __init__(self, module: nn.Module, stage: Optional[token_layout.StageVocabulary] = None,
+               z_loss: float = 1e-4, decode_fn: Callable = decoding.temperature_sample,
+               eos_id: int = token_layout.EOS_ID, default_decoder_params: Optional[dict] = None,
+               cfg_dropout_rate: float = 0.0, mask_invalid_ids: bool = True):
+    self.module = module
+    self.stage = stage
+    self.z_loss = z_loss
+    self.decode_fn = decode_fn
+    self.eos_id = eos_id
+    self.default_decoder_params = dict(default_decoder_params or {})
+    self.cfg_dropout_rate = cfg_dropout_rate
+    self.mask_invalid_ids = mask_invalid_ids and stage is not None
+    # MuLan tokens lead the inputs of every stage that reads them (token_layout.STAGES).
+    self.conditioning_length = sum(
+        len(levels) for stream, levels in (stage.reads if stage else ()) if stream == "mulan")
+    if cfg_dropout_rate and not self.conditioning_length:
+      raise ValueError("cfg_dropout_rate needs a stage that reads MuLan conditioning tokens")
+
+  def _features(self, batch):
+    names = ("decoder_target_tokens", "decoder_segment_ids", "decoder_positions",
+             "decoder_causal_attention")
+    return {k: batch[k] for k in names if k in batch}
+
+  def get_initial_variables(self, rng, input_shapes, input_types=None):
+    input_types = input_types or {}
+    shape = input_shapes["decoder_input_tokens"]
+    dtype = input_types.get("decoder_input_tokens", jnp.int32)
+    tokens_ = jnp.ones(shape, dtype)
+    return self.module.init({"params": rng, "dropout": rng}, tokens_, tokens_,
+                            decoder_causal_attention=jnp.ones(shape, dtype),
+                            enable_dropout=False)
+
+  def blank_conditioning(self, batch, which):
+    """Replaces the MuLan conditioning of examples `which [batch]` by padding, which
+    attention ignores: the unconditional model of classifier-free guidance."""
+    targets, inputs = batch["decoder_target_tokens"], batch["decoder_input_tokens"]
+    positions = jnp.arange(targets.shape[-1])[None, :]
+    n = self.conditioning_length
+    blank_targets = which[:, None] & (positions < n)
+    blank_inputs = which[:, None] & (positions >= 1) & (positions <= n)
+    return dict(batch, decoder_target_tokens=jnp.where(blank_targets, 0, targets),
+                decoder_input_tokens=jnp.where(blank_inputs, 0, inputs))
+
+  def _logits(self, params, batch, dropout_rng):
+    rngs = {"dropout": dropout_rng} if dropout_rng is not None else None
+    return self.module.apply({"params": params}, batch["decoder_input_tokens"],
+                             **self._features(batch), enable_dropout=dropout_rng is not None,
+                             rngs=rngs)
+
+  def loss_fn(self, params, batch, dropout_rng):
+    if self.cfg_dropout_rate and dropout_rng is not None:
+      cfg_rng, dropout_rng = jax.random.split(dropout_rng)
+      dropped = jax.random.bernoulli(cfg_rng, self.cfg_dropout_rate,
+                                     batch["decoder_target_tokens"].shape[:1])
+      batch = self.blank_conditioning(batch, dropped)
+    logits = self._logits(params, batch, dropout_rng)
+    weights = batch.get("decoder_loss_weights")
+    if weights is None:
+      weights = (batch["decoder_target_tokens"] > 0).astype(jnp.float32)
+    return cross_entropy_with_z_loss(logits, batch["decoder_target_tokens"],
+                                     weights.astype(jnp.float32), self.z_loss)
+
+  def score_batch(self, params, batch, return_intermediates: bool = False):
+    """Sum of target-token log-likelihoods per example `[batch]`."""
+    logits = self._logits(params, batch, None)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    token_scores = jnp.take_along_axis(
+        log_probs, batch["decoder_target_tokens"][..., None], axis=-1)[..., 0]
+    weights = batch.get("decoder_loss_weights", batch["decoder_target_tokens"] > 0)
+    scores = jnp.sum(token_scores * weights, axis=-1)
+    if return_intermediates:
+      return scores, {"token_scores": token_scores}
+    return scores
+
+  def prefill_cache(self, params, decoder_input_tokens, decoder_causal_attention,
+                    prompt_lengths=None):
+    """A KV cache for the full length holding the prompt. Returns `(cache, prompt_lengths)`.
+
+    prompt_lengths `[batch]`: number of known target tokens (default: the inputs region,
+    `sum(decoder_causal_attention) - 1`); the first decoding step feeds position
+    `prompt_lengths`, the last known token, to predict the first unknown one.
+    """
+    shapes = jax.eval_shape(
+        functools.partial(self.module.apply, enable_dropout=False, decode=True, mutable=["cache"]),
+        {"params": params}, decoder_input_tokens)[1]["cache"]
+    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    if prompt_lengths is None:
+      prompt_lengths = jnp.sum(decoder_causal_attention, axis=-1) - 1
+    prompt_lengths = jnp.maximum(prompt_lengths.astype(jnp.int32), 0)
+    # Target i is input i + 1: zeros inside the prompt are padding (blanked conditioning);
+    # positions after it are unknown yet, so they are marked real here.
+    positions = jnp.arange(decoder_input_tokens.shape[-1])[None, :]
+    known_targets = jnp.roll(decoder_input_tokens, -1, axis=-1)
+    targets = jnp.where(positions < prompt_lengths[:, None], known_targets, 1)
+    _, variables = self.module.apply(
+        {"params": params, "cache": cache}, decoder_input_tokens, targets,
+        decoder_causal_attention=decoder_causal_attention, enable_dropout=False, decode=True,
+        prefill=True, prefill_lengths=prompt_lengths, mutable=["cache"])
+    return variables["cache"], prompt_lengths
+
+  def _step_logits(self, params, ids, cache):
+    logits, variables = self.module.apply(
+        {"params": params, "cache": cache}, ids, enable_dropout=False, decode=True,
+        mutable=["cache"])
+    return logits[:, 0, :], variables["cache"]
+
+  def level_mask_callback(self, inputs_lengths, length: int, num_decodes: int = 1):
+    """`logit_callback_fn` allowing, at each target position, only the ids of the RVQ level
+    it stands at (frame-major), and only EOS at the last position."""
+    ((stream, levels),) = self.stage.writes
+    table = jnp.asarray(self.stage.allowed_ids_mask(stream, levels, len(levels)))
+    eos_only = jnp.zeros((self.stage.vocab_size,), bool).at[self.eos_id].set(True)
+    inputs_lengths = jnp.repeat(inputs_lengths, num_decodes)
+
+    def callback(logits, state):
+      generated = state.cur_index - inputs_lengths
+      allowed = table[generated % len(levels)]
+      allowed = jnp.where((generated >= length - 1 - inputs_lengths)[:, None], eos_only, allowed)
+      return jnp.where(allowed, logits, decoding.NEG_INF)
+
+    return callback
+
+  def predict_batch_with_aux(self, params, batch, rng=None, *, num_decodes: int = 1,
+                             decoder_params: Optional[dict] = None,
+                             return_all_decodes: bool = False, prompt_with_targets: bool = False):
+    """Samples the targets after each example's prompt.
+
+    The prompt is the inputs region (`decoder_causal_attention`), plus, with
+    `prompt_with_targets`, the leading nonzero target tokens already in
+    `decoder_input_tokens` (continuation). decoder_params (over the model's defaults):
+    temperature, topk, topp, max_decode_steps, logit_callback_fn, and guidance_scale
+    (classifier-free guidance: logits_u + scale (logits_c - logits_u); 1 disables it).
+
+    Returns `(decodes, {"scores": ...})`: decodes `[batch, length]` (best of num_decodes by
+    score) or `[batch, num_decodes, length]` — the tokens after the prompt, left-aligned,
+    0-padded.
+    """
+    params_d = {**self.default_decoder_params, **(decoder_params or {})}
+    guidance = params_d.pop("guidance_scale", 1.0)
+    user_callback = params_d.pop("logit_callback_fn", None)
+    inputs = batch["decoder_input_tokens"]
+    causal = batch.get("decoder_causal_attention")
+    if causal is None:
+      causal = jnp.zeros_like(inputs).at[:, 0].set(1)
+    inputs_lengths = jnp.sum(causal, axis=-1).astype(jnp.int32) - 1
+    if prompt_with_targets:
+      prompt = inputs
+      prompt_lengths = jnp.sum(inputs > 0, axis=-1).astype(jnp.int32)
+    else:
+      prompt, prompt_lengths = inputs * causal, inputs_lengths
+    cache, _ = self.prefill_cache(params, prompt, causal, prompt_lengths)
+    if guidance != 1.0:
+      if not self.conditioning_length:
+        raise ValueError("guidance_scale needs a stage with MuLan conditioning")
+      unconditional = self.blank_conditioning(
+          {"decoder_input_tokens": prompt, "decoder_target_tokens": jnp.roll(prompt, -1, -1)},
+          jnp.ones(prompt.shape[:1], bool))["decoder_input_tokens"]
+      cache = {"cond": cache,
+               "uncond": self.prefill_cache(params, unconditional, causal, prompt_lengths)[0]}
+
+    def tokens_to_logits(ids, cache):
+      if guidance == 1.0:
+        return self._step_logits(params, ids, cache)
+      cond, cond_cache = self._step_logits(params, ids, cache["cond"])
+      uncond, uncond_cache = self._step_logits(params, ids, cache["uncond"])
+      return uncond + guidance * (cond - uncond), {"cond": cond_cache, "uncond": uncond_cache}
+
+    callbacks = [c for c in (user_callback,) if c is not None]
+    if self.mask_invalid_ids:
+      callbacks.append(self.level_mask_callback(inputs_lengths, inputs.shape[-1], num_decodes))
+
+    def logit_callback_fn(logits, state):
+      for callback in callbacks:
+        logits = callback(logits, state)
+      return logits
+
+    rng = rng if rng is not None else jax.random.key(0)
+    decodes, scores = self.decode_fn(
+        inputs=prompt, cache=cache, tokens_to_logits=tokens_to_logits, eos_id=self.eos_id,
+        decode_rng=rng, num_decodes=num_decodes, initial_index=prompt_lengths,
+        logit_callback_fn=logit_callback_fn if callbacks else None, **params_d)
+    decodes = _drop_prompt(decodes, prompt_lengths)
+    if return_all_decodes:
+      return decodes, {"scores": scores}
+    best = jnp.argmax(scores, axis=-1)
+    pick = lambda x: jnp.take_along_axis(x, best.reshape(-1, 1, *([1] * (x.ndim - 2))), 1)[:, 0]
+    return pick(decodes), {"scores": pick(scores[..., None])[..., 0]}
+
+
+def _drop_prompt(decodes, prompt_lengths):
+  """`[b, n, L]` target-position tokens -> the generated part, shifted to start at 0."""
+  length = decodes.shape[-1]
+  src = jnp.arange(length)[None, :] + prompt_lengths[:, None]  # [b, L]
+  shifted = jnp.take_along_axis(decodes, jnp.minimum(src, length - 1)[:, None, :], axis=-1)
+  return jnp.where((src < length)[:, None, :], shifted, 0)
