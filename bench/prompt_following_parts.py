@@ -37,6 +37,7 @@ from musiclm_jax.demo import prompts as demo_prompts, recipe, prompt_following
 from musiclm_jax.stages import generation
 from musiclm_jax.inference import pipeline
 from musiclm_jax.data import music_synth, synthetic_music
+from musiclm_jax.evaluation.mulan_cycle import cosine_similarity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANKED = ("register", "instrument", "drums")
@@ -68,7 +69,8 @@ def mulan_retrieval(lm, config, captions, attributes) -> dict:
   train = [music_synth.render_clip(i, config.seed, config.sample_rate, config.seconds,
                                    config.space) for i in range(config.num_train)]
   bank = lm.mulan.embedder.embed_audio(np.stack([w for w, _, _ in train]))
-  nearest = (lm.mulan.embedder.embed_text(captions) @ bank.T).argmax(axis=1)
+  text = lm.mulan.embedder.embed_text(captions)
+  nearest = cosine_similarity(text[:, None], bank[None]).argmax(axis=1)
   row = {"link": "mulan retrieval"}
   for attribute in ("register", "instrument", "drums"):
     values = [a[attribute] for _, _, a in train]

@@ -1,10 +1,12 @@
 """Audio in and out: load / resample / crop / loudness-normalise (numpy), and the STFT and
 log-mel features every model shares (JAX, jit-able, batched).
 
-librosa is used for decoding and resampling files only; the features are our own JAX code
-(librosa is their reference in tests).
+librosa decodes and resamples (soxr_hq, one resampler for every path) and builds the mel
+filterbank constant; the features themselves are our own JAX code (librosa is their reference
+in tests).
 """
 import os
+import warnings
 from typing import Optional
 
 import jax.numpy as jnp
@@ -20,7 +22,6 @@ class AudioError(ValueError):
 def load_audio(path, sample_rate: int, mono: bool = True) -> np.ndarray:
   """Float32 `[samples]` (mono) at `sample_rate`. Raises AudioError naming the file when it is
   missing, undecodable, empty or contains NaN/Inf."""
-  import librosa
   import soundfile as sf
 
   path = os.fspath(path)
@@ -35,9 +36,18 @@ def load_audio(path, sample_rate: int, mono: bool = True) -> np.ndarray:
   if not np.all(np.isfinite(wav)):
     raise AudioError(f"NaN/Inf samples in {path}")
   wav = wav.mean(axis=1) if mono else wav.T
-  if file_rate != sample_rate:
-    wav = librosa.resample(wav, orig_sr=file_rate, target_sr=sample_rate, res_type="soxr_hq")
-  return np.ascontiguousarray(wav, dtype=np.float32)
+  return np.ascontiguousarray(resample(wav, file_rate, sample_rate))
+
+
+def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+  """float32 `[..., samples]` from `from_rate` to `to_rate` (librosa's soxr_hq, each row on its
+  own). Every path that turns audio into tokens resamples here, so a prompt clip is coded
+  exactly as the cached training tokens were."""
+  if from_rate == to_rate:
+    return np.asarray(wav, np.float32)
+  import librosa  # pylint: disable=import-outside-toplevel
+  return librosa.resample(np.asarray(wav), orig_sr=from_rate, target_sr=to_rate,
+                          res_type="soxr_hq").astype(np.float32)
 
 
 def crop(wav: np.ndarray, num_samples: int, start: Optional[int] = None,
@@ -64,36 +74,17 @@ def loudness_normalize(wav: np.ndarray, target_dbfs: float = -20.0,
 
 # --- JAX side: features ---------------------------------------------------------------------
 
-def hz_to_mel(hz):
-  """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
-  hz = np.asarray(hz, np.float64)
-  f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
-  linear = hz / f_sp
-  return np.where(hz >= min_log_hz,
-                  min_log_hz / f_sp + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep,
-                  linear)
-
-
-def mel_to_hz(mel):
-  mel = np.asarray(mel, np.float64)
-  f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
-  min_log_mel = min_log_hz / f_sp
-  return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)),
-                  f_sp * mel)
-
-
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
                    fmax: Optional[float] = None) -> np.ndarray:
-  """`[n_fft // 2 + 1, n_mels]` triangular filters, Slaney area-normalised."""
-  fmax = sample_rate / 2 if fmax is None else fmax
-  fft_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-  edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
-  widths = np.diff(edges)
-  ramps = edges[:, None] - fft_hz[None, :]
-  lower = -ramps[:-2] / widths[:-1, None]
-  upper = ramps[2:] / widths[1:, None]
-  weights = np.maximum(0.0, np.minimum(lower, upper))
-  weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+  """`[n_fft // 2 + 1, n_mels]` triangular filters on Slaney's mel scale, area-normalised
+  (librosa's default; float64 then float32, bit-equal to the hand-written one it replaced)."""
+  import librosa  # pylint: disable=import-outside-toplevel
+  with warnings.catch_warnings():
+    # SoundStream's 64- and 128-sample loss windows have fewer FFT bins than its 64 mels, so
+    # some filters are empty there by design.
+    warnings.filterwarnings("ignore", message="Empty filters detected")
+    weights = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin,
+                                  fmax=fmax, htk=False, norm="slaney", dtype=np.float64)
   return weights.T.astype(np.float32)
 
 

@@ -81,6 +81,7 @@ def check_resume(model_dir: epath.Path, current: dict) -> None:
 
 
 def _write(path: epath.Path, text: str) -> None:
+  # Not core/files.py: a model directory may be on GCS (gs://), which os.replace cannot reach.
   tmp = path.parent / f".{path.name}.tmp"
   tmp.write_text(text)
   tmp.replace(path)

@@ -208,14 +208,14 @@ class MusicTokenizers:
     layout = self.layout
     level = wav if self.loudness_dbfs is None else audio.loudness_normalize(
         wav, self.loudness_dbfs)
-    semantic_wav = _resample(level, sample_rate, layout.semantic_sample_rate,
-                             layout.frames("semantic", seconds) * layout.semantic_hop)
-    acoustic_wav = _resample(level, sample_rate, layout.acoustic_sample_rate,
-                             layout.frames("acoustic", seconds) * layout.acoustic_hop)
+    semantic_wav = _fit(audio.resample(level, sample_rate, layout.semantic_sample_rate),
+                        layout.frames("semantic", seconds) * layout.semantic_hop)
+    acoustic_wav = _fit(audio.resample(level, sample_rate, layout.acoustic_sample_rate),
+                        layout.frames("acoustic", seconds) * layout.acoustic_hop)
     mulan_in = wav if self.mulan_loudness_dbfs is None else audio.loudness_normalize(
         wav, self.mulan_loudness_dbfs)
-    mulan_wav = _resample(mulan_in, sample_rate, self.mulan_sample_rate,
-                          int(round(seconds * self.mulan_sample_rate)))
+    mulan_wav = _fit(audio.resample(mulan_in, sample_rate, self.mulan_sample_rate),
+                     int(round(seconds * self.mulan_sample_rate)))
     streams = {
         "mulan": np.asarray(self.mulan.audio_to_tokens(mulan_wav[None]))[0],
         "semantic": np.asarray(self.semantic.tokenize(semantic_wav[None]))[0],
@@ -245,11 +245,8 @@ def _mono(wav) -> np.ndarray:
   return wav.astype(np.float32)
 
 
-def _resample(wav: np.ndarray, rate: int, target_rate: int, num_samples: int) -> np.ndarray:
-  """`wav` at `target_rate`, exactly `num_samples` long (resamplers round lengths)."""
-  if rate != target_rate:
-    import librosa  # pylint: disable=g-import-not-at-top
-    wav = librosa.resample(wav, orig_sr=rate, target_sr=target_rate, res_type="soxr_hq")
+def _fit(wav: np.ndarray, num_samples: int) -> np.ndarray:
+  """`wav` cut or zero-padded to exactly `num_samples` (resamplers round lengths)."""
   wav = wav[:num_samples]
   return np.pad(wav, (0, num_samples - wav.shape[0])).astype(np.float32)
 

@@ -8,7 +8,6 @@ set with seqio's Beam cache, generates audio for a handful of prompts, evaluates
 writes the listening page. Each step is the gin command a user would run (`--dry_run`
 prints them all); a rerun skips the finished steps.
 """
-import json
 import os
 import time
 
@@ -16,6 +15,7 @@ from absl import app, flags
 
 from musiclm_jax.demo import recipe as demo_recipe
 from musiclm_jax.demo import step_runner
+from musiclm_jax.core import files
 
 flags.DEFINE_string("output_dir", os.path.join("output", "demo"),
                     "Where every part of the demo goes (relative to the working directory).")
@@ -25,8 +25,7 @@ flags.DEFINE_list("only", [], "Run only these steps (still skipping finished one
 
 
 def _write_timings(path: str, seconds: dict) -> None:
-  with open(path, "w") as f:
-    json.dump({k: round(v, 1) for k, v in seconds.items() if v is not None}, f, indent=1)
+  files.write_json(path, {k: round(v, 1) for k, v in seconds.items() if v is not None})
 
 
 def main(argv) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from musiclm_jax.core import files
 from musiclm_jax.data import music_captions, music_synth
 
 SPACE = music_synth.DEMO
@@ -52,9 +53,7 @@ def write_prompts(path: str, seconds: float, seed: int = 0,
           "id": f"{i:02d}{string.ascii_lowercase[variant]}_{attributes['register']}_"
                 f"{attributes['instrument']}_{drums}",
           "text": text, "seconds": seconds, "attributes": attributes})
-  with open(path, "w") as f:
-    for record in records:
-      f.write(json.dumps(record) + "\n")
+  files.write_text(path, "".join(json.dumps(record) + "\n" for record in records))
   return records
 
 

@@ -1,10 +1,10 @@
 """`python -m musiclm_jax.demo.report GENERATIONS_DIR PROMPTS_FILE SECONDS`: how well the demo's
 audio follows its prompts (prompt_following.py), against the shuffled-prompt control.
 Writes GENERATIONS_DIR/prompt_following.json and prints one line per attribute."""
-import json
 import os
 import sys
 
+from musiclm_jax.core import files
 from musiclm_jax.demo import prompts as demo_prompts, prompt_following
 
 ATTRIBUTES = {"register": demo_prompts.REGISTERS, "instrument": demo_prompts.INSTRUMENTS,
@@ -19,8 +19,7 @@ def main(argv) -> None:
   generations_dir, prompts_file, seconds = argv[1], argv[2], float(argv[3])
   result = prompt_following.report(generations_dir, prompts_file, seconds, ATTRIBUTES,
                                    demo_prompts.SPACE)
-  with open(os.path.join(generations_dir, OUTPUT), "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=1)
+  files.write_json(os.path.join(generations_dir, OUTPUT), result)
   for attribute, score in result.items():
     line = (f"[demo] {attribute}: {score['matched']:.2f} of {score['clips']} clips classified "
             f"as prompted (shuffled prompts: {score['shuffled']:.2f})")

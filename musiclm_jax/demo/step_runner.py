@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Mapping, Optional, Sequence
 
+from musiclm_jax.core import files
+
 
 @dataclasses.dataclass(frozen=True)
 class Step:
@@ -99,8 +101,9 @@ def run_steps(steps: Sequence[Step], state_dir: str, cwd: str,
     missing = [p for p in step.outputs if not os.path.exists(p)]
     if missing:
       raise StepFailed(f"step {step.name!r} exited 0 but did not write {missing}")
-    with open(_marker(state_dir, step), "w") as f:
-      json.dump({"fingerprint": step.fingerprint(), "seconds": seconds}, f)
+    # Whole or absent: a torn marker would stop every rerun at is_done's json.load.
+    files.write_text(_marker(state_dir, step),
+                     json.dumps({"fingerprint": step.fingerprint(), "seconds": seconds}))
     timings[step.name] = seconds
     log(f"{prefix}: finished in {seconds:.0f} s")
   return timings

@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from musiclm_jax.core import files
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -42,7 +44,6 @@ class EmbeddingCache:
     self.misses += 1
     embedding = embedder.embed_clip(wav)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.npy"
-    np.save(tmp, embedding)
-    os.replace(tmp, path)  # a reader never sees half a file
+    with files.atomic_path(path, suffix=".npy") as tmp:  # np.save appends .npy otherwise
+      np.save(tmp, embedding)
     return embedding

@@ -38,15 +38,8 @@ class ClipSet:
 
   def at_rate(self, sample_rate: int) -> list:
     """The clips resampled to `sample_rate` (an embedder's)."""
-    return [resample(wav, rate, sample_rate) for wav, rate in zip(self.wavs, self.sample_rates)]
-
-
-def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-  if from_rate == to_rate:
-    return wav
-  import librosa  # pylint: disable=import-outside-toplevel
-  return librosa.resample(wav, orig_sr=from_rate, target_sr=to_rate,
-                          res_type="soxr_hq").astype(np.float32)
+    return [audio.resample(wav, rate, sample_rate)
+            for wav, rate in zip(self.wavs, self.sample_rates)]
 
 
 def _file_rate(path: str) -> int:

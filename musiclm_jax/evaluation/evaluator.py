@@ -19,7 +19,6 @@ Metrics, each where its model is available:
 Optional FAD∞ (`fad_infinity=True`) per embedder. Reference embeddings are cached per clip
 (`cache_dir`), so re-evaluating another run against the same split embeds only the new clips.
 """
-import json
 import os
 from typing import Optional
 
@@ -27,6 +26,7 @@ import gin
 import numpy as np
 from absl import logging
 
+from musiclm_jax.core import files
 from musiclm_jax.inference import listening_page, text_to_audio
 from musiclm_jax.evaluation import embedders as embedders_lib
 from musiclm_jax.evaluation import eval_sets, fad, kl, metrics_report
@@ -154,10 +154,8 @@ def evaluate(*, generations_dir: str, reference: str, reference_split: str,
   output_dir = output_dir or generations_dir
   os.makedirs(output_dir, exist_ok=True)
   json_path = os.path.join(output_dir, METRICS_JSON)
-  with open(json_path, "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(output_dir, METRICS_MD), "w", encoding="utf-8") as f:
-    f.write(metrics_report.markdown(report))
+  files.write_json(json_path, report, indent=2)
+  files.write_text(os.path.join(output_dir, METRICS_MD), metrics_report.markdown(report))
   _relink_listening_page(output_dir)
   logging.info("Wrote %s", json_path)
   return json_path

@@ -6,8 +6,21 @@ Both embeddings are unit-norm, so it lies in [-1, 1]; higher is better.
 
   mcc = MuLanCycleConsistency(MuLanEmbedder.from_model_dir(model_dir, model))
   mcc(captions, wavs)      # {"mcc": mean, "per_example": [n]}
+
+`cosine_similarity` is the project's one cosine of embeddings: MCC here, the best-of-N reranker
+(inference/pipeline.py) and the retrieval bench (bench/prompt_following_parts.py).
 """
 import numpy as np
+
+
+def cosine_similarity(a, b) -> np.ndarray:
+  """float32 cosine of `[..., dim]` vectors along the last axis (broadcast: `a[:, None]` against
+  `b[None]` gives every pair). Computed in float64; an all-zero vector scores 0."""
+  a = np.asarray(a, np.float64)
+  b = np.asarray(b, np.float64)
+  a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+  b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+  return np.sum(a * b, axis=-1).astype(np.float32)
 
 
 def cycle_consistency(text_embeddings, audio_embeddings) -> np.ndarray:
@@ -18,10 +31,9 @@ def cycle_consistency(text_embeddings, audio_embeddings) -> np.ndarray:
   if text.shape != audio.shape or text.ndim != 2:
     raise ValueError(f"MCC takes text and audio embeddings [n, dim] of one shape, got "
                      f"{text.shape} and {audio.shape}")
-  norms = np.linalg.norm(text, axis=-1) * np.linalg.norm(audio, axis=-1)
-  if np.any(norms == 0):
+  if np.any(np.linalg.norm(text, axis=-1) * np.linalg.norm(audio, axis=-1) == 0):
     raise ValueError("MCC got an all-zero embedding; its cosine is undefined")
-  return (np.sum(text * audio, axis=-1) / norms).astype(np.float32)
+  return cosine_similarity(text, audio)
 
 
 class MuLanCycleConsistency:

@@ -13,6 +13,8 @@ import json
 import os
 from typing import Iterable
 
+from musiclm_jax.core import files
+
 
 class ChunkedJsonlWriter:
 
@@ -43,11 +45,9 @@ class ChunkedJsonlWriter:
 
   def write_chunk(self, k: int, records: Iterable[dict], save_iterator) -> None:
     """Records first (atomically renamed), then `save_iterator(prefix)`, then the marker."""
-    tmp = self._chunk(k) + ".writing"
-    with open(tmp, "w") as f:
+    with files.atomic_path(self._chunk(k)) as tmp, open(tmp, "w") as f:
       for record in records:
         f.write(json.dumps(record) + "\n")
-    os.replace(tmp, self._chunk(k))
     save_iterator(self.iterator_prefix(k))
     open(self._chunk(k) + ".COMPLETED", "w").close()
 
@@ -55,13 +55,12 @@ class ChunkedJsonlWriter:
     """Concatenates the chunks into the result, marks it COMPLETED, removes tmp files.
     Returns the number of records."""
     count = 0
-    with open(self.path + ".writing", "w") as out:
+    with files.atomic_path(self.path) as tmp, open(tmp, "w") as out:
       for k in range(self.completed_chunks()):
         with open(self._chunk(k)) as chunk:
           for line in chunk:
             out.write(line)
             count += 1
-    os.replace(self.path + ".writing", self.path)
     open(self.path + ".COMPLETED", "w").close()
     # Only this process's chunks: other processes may still be writing theirs into tmp/.
     for leftover in glob.glob(glob.escape(self._chunk_prefix) + "*"):

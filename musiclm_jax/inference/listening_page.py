@@ -16,6 +16,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from musiclm_jax.core import files
+
 PAGE = "index.html"
 METRICS_PAGE = "metrics.md"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -48,9 +50,8 @@ def write_spectrogram(wav: np.ndarray, sample_rate: int, path: str) -> None:
   axes.set_xlabel("seconds", fontsize=7)
   axes.set_ylabel("Hz", fontsize=7)
   axes.tick_params(labelsize=6)
-  tmp = path + ".tmp.png"
-  figure.savefig(tmp, format="png")
-  os.replace(tmp, path)
+  with files.atomic_path(path, suffix=".png") as tmp:
+    figure.savefig(tmp, format="png")
 
 
 def _url(name: str) -> str:
@@ -101,7 +102,5 @@ td.caption {{ max-width: 28em; white-space: pre-wrap; }}
 </table></body></html>
 """
   path = os.path.join(output_dir, PAGE)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(page)
-  os.replace(path + ".tmp", path)
+  files.write_text(path, page)
   return path

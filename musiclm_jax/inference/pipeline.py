@@ -22,11 +22,11 @@ import flax.linen as nn
 import gin
 import jax
 import numpy as np
-import scipy.signal
 
 from musiclm_jax.core import audio, checkpoints, partitioning
 from musiclm_jax.stages import decoding, generation, token_layout
 from musiclm_jax.data import music_tokenizers
+from musiclm_jax.evaluation.mulan_cycle import cosine_similarity
 from musiclm_jax.codec.acoustic_tokenizer import Codec
 from musiclm_jax.stages.stage_model import DecoderOnlyModel
 from musiclm_jax.mulan.mulan import MuLanModel
@@ -68,20 +68,6 @@ class Generation:
     return {"mulan": int(self.mulan.shape[1] * self.mulan.shape[2]),
             "semantic": int(self.semantic.shape[1]),
             "acoustic": int(self.acoustic.shape[1] * self.acoustic.shape[2])}
-
-
-def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-  """float32 `[batch, samples]` between sample rates (polyphase, exact for integer ratios)."""
-  if from_rate == to_rate:
-    return np.asarray(wav, np.float32)
-  g = np.gcd(int(from_rate), int(to_rate))
-  return scipy.signal.resample_poly(wav, to_rate // g, from_rate // g, axis=-1).astype(np.float32)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-  b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-  return np.sum(a * b, axis=-1)
 
 
 class MusicLM:
@@ -155,9 +141,9 @@ class MusicLM:
   def mulan_scores(self, wav: np.ndarray, texts: Sequence[str]) -> np.ndarray:
     """Cosine of the MuLan audio embedding of each clip `[batch, samples]` (at `sample_rate`)
     with its caption's text embedding: `[batch]`."""
-    audio = self.mulan.embedder.embed_audio(resample(wav, self.sample_rate,
-                                                     self.mulan_sample_rate))
-    return _cosine(audio, self.mulan.embedder.embed_text(list(texts)))
+    embeddings = self.mulan.embedder.embed_audio(audio.resample(wav, self.sample_rate,
+                                                                self.mulan_sample_rate))
+    return cosine_similarity(embeddings, self.mulan.embedder.embed_text(list(texts)))
 
   def _story_codes(self, story, batch: Optional[int]):
     """[(texts, seconds), ...] -> ([(codes [batch, levels], seconds)], batch)."""
@@ -284,9 +270,10 @@ class MusicLM:
     wav = np.stack([audio.loudness_normalize(row, music_tokenizers.TARGET_DBFS)
                     for row in wav[:, :int(round(seconds * sample_rate))]])
     tokenizer = self.semantic_tokenizer
-    semantic = tokenizer.tokenize(resample(wav, sample_rate, tokenizer.sample_rate))[:, :frames]
+    semantic = tokenizer.tokenize(audio.resample(wav, sample_rate, tokenizer.sample_rate))
+    semantic = semantic[:, :frames]
     acoustic_frames = self.layout.frames("acoustic", seconds)
-    acoustic = np.asarray(self.codec.encode(resample(wav, sample_rate, self.sample_rate)))
+    acoustic = np.asarray(self.codec.encode(audio.resample(wav, sample_rate, self.sample_rate)))
     return semantic, acoustic[:, :acoustic_frames]
 
   def continue_audio(self, wav: np.ndarray, sample_rate: int, seconds: float,
@@ -298,7 +285,8 @@ class MusicLM:
     semantic, acoustic = self.tokenize_clip(wav, sample_rate)
     batch = semantic.shape[0]
     if texts is None:
-      codes = self.mulan.audio_to_tokens(resample(wav, sample_rate, self.mulan_sample_rate))
+      codes = self.mulan.audio_to_tokens(audio.resample(wav, sample_rate,
+                                                        self.mulan_sample_rate))
     else:
       texts = [texts] if isinstance(texts, str) else list(texts)
       codes = self.text_tokens(texts * batch if len(texts) == 1 else texts)

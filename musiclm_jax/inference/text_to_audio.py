@@ -30,6 +30,7 @@ import numpy as np
 import soundfile as sf
 from absl import logging
 
+from musiclm_jax.core import files
 from musiclm_jax.inference import listening_page, pipeline
 from musiclm_jax.evaluation import eval_sets
 
@@ -156,16 +157,13 @@ def finished_records(output_dir: str) -> list[dict]:
         dropped += 1
   if dropped:
     logging.warning("%s: dropping %d incomplete record(s)", path, dropped)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(path + ".tmp", path)
+    files.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
   return records
 
 
 def _write_wav(path: str, wav: np.ndarray, sample_rate: int) -> None:
-  tmp = path + ".tmp.wav"
-  sf.write(tmp, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-  os.replace(tmp, path)
+  with files.atomic_path(path, suffix=".wav") as tmp:
+    sf.write(tmp, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
 
 
 def _append(path: str, record: dict) -> None:

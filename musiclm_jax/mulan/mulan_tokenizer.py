@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from musiclm_jax.core import checkpoints, input_pipeline, partitioning, trainer
+from musiclm_jax.core import checkpoints, files, input_pipeline, partitioning, trainer
 from musiclm_jax.stages import token_layout
 from musiclm_jax.layers import rvq
 from musiclm_jax.mulan.mulan import MuLanModel, l2_normalize
@@ -159,9 +159,8 @@ class MuLanQuantizer:
   def save(self, path) -> None:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **self.state)
-    os.replace(tmp, path)   # readers never see a half-written file
+    with files.atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz otherwise
+      np.savez(tmp, **self.state)
 
   @classmethod
   def load(cls, path) -> "MuLanQuantizer":

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from musiclm_jax.core import files
+
 _MIN_STD = 1e-5  # a constant feature dimension must not divide by zero
 
 
@@ -243,11 +245,10 @@ class SemanticKMeans:
     """Writes atomically (temporary file, then rename): a crash never leaves half a file."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, centroids=np.asarray(self.centroids, np.float32),
-             mean=np.asarray(self.mean, np.float32), std=np.asarray(self.std, np.float32),
-             counts=np.asarray(self.counts, np.float32), layer=np.int32(self.layer))
-    os.replace(tmp, path)
+    with files.atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz otherwise
+      np.savez(tmp, centroids=np.asarray(self.centroids, np.float32),
+               mean=np.asarray(self.mean, np.float32), std=np.asarray(self.std, np.float32),
+               counts=np.asarray(self.counts, np.float32), layer=np.int32(self.layer))
 
   @classmethod
   def load(cls, path) -> "SemanticKMeans":

@@ -1,3 +1,5 @@
+import warnings
+
 import librosa
 import numpy as np
 import pytest
@@ -21,8 +23,29 @@ def test_log_mel_matches_librosa_reference():
 
 def test_mel_filterbank_matches_librosa():
   ours = audio.mel_filterbank(24000, 1024, 64)
+  assert ours.shape == (513, 64) and ours.dtype == np.float32
   np.testing.assert_allclose(ours, librosa.filters.mel(sr=24000, n_fft=1024, n_mels=64).T,
                              atol=1e-6)
+
+
+def test_mel_filterbank_of_the_codec_loss_s_shortest_window_does_not_warn():
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    weights = audio.mel_filterbank(24000, 64, 64)  # 33 bins for 64 mels: empty filters
+  assert weights.shape == (33, 64) and np.all(np.isfinite(weights))
+
+
+def test_resample_is_soxr_hq_per_row_float32_and_the_identity_at_equal_rates():
+  wav = np.stack([_tone(rate=24000), _tone(rate=24000, hz=220.0)])
+  out = audio.resample(wav, 24000, 16000)
+  assert out.shape == (2, 8000) and out.dtype == np.float32
+  for row, resampled in zip(wav, out):  # what the tokenizing tasks do, one clip at a time
+    np.testing.assert_array_equal(resampled, librosa.resample(
+        row, orig_sr=24000, target_sr=16000, res_type="soxr_hq"))
+  assert audio.resample(wav[0].astype(np.float64), 24000, 16000).dtype == np.float32
+  same = audio.resample(wav.astype(np.float64), 16000, 16000)
+  assert same.dtype == np.float32
+  np.testing.assert_array_equal(same, wav)
 
 
 def test_load_audio_resamples_downmixes_and_names_bad_files(tmp_path):

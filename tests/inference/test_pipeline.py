@@ -3,6 +3,7 @@ mode, continuation and best-of-N reranking."""
 import numpy as np
 import pytest
 
+from musiclm_jax.data import music_tokenizers
 from tests import pipeline_helpers
 from tests.pipeline_helpers import CROPS, LAYOUT
 
@@ -81,6 +82,23 @@ def test_continuation_keeps_the_clip_tokens_and_adds_the_requested_seconds(music
   own = music_lm.continue_audio(clip, RATE, seconds=0.4, seed=2)
   np.testing.assert_array_equal(own.mulan[:, 0], music_lm.mulan.audio_to_tokens(clip))
   assert own.semantic.shape == (2, 35)
+
+
+def test_a_clip_at_another_rate_is_tokenized_as_the_cached_training_tokens_are(music_lm):
+  """Continuation resamples with the tokenizing tasks' resampler (audio.resample, soxr_hq), so
+  a prompt clip gets the very codes music_tokenizers gave it for training."""
+  rate = 24000
+  t = np.arange(rate) / rate
+  noise = np.random.default_rng(0).standard_normal((2, rate))
+  clips = (0.3 * np.sin(2 * np.pi * np.array([[220.0], [660.0]]) * t)
+           + 0.05 * noise).astype(np.float32)
+  semantic, acoustic = music_lm.tokenize_clip(clips, rate)
+  training = music_tokenizers.MusicTokenizers(music_lm.codec, music_lm.semantic_tokenizer,
+                                              music_lm.mulan, LAYOUT)
+  for clip, clip_semantic, clip_acoustic in zip(clips, semantic, acoustic):
+    cached = training.tokenize(clip, rate)
+    np.testing.assert_array_equal(clip_semantic, cached["semantic"])
+    np.testing.assert_array_equal(clip_acoustic, cached["acoustic"])
 
 
 def test_best_of_n_keeps_the_candidate_with_the_highest_mulan_score(music_lm):

@@ -120,6 +120,17 @@ def test_from_model_dir_names_what_is_missing(quantizer, tmp_path):
     mulan_tokenizer.MuLanTokenizer.from_model_dir(tmp_path, model)
 
 
+def test_cosine_similarity_is_row_wise_broadcasts_to_all_pairs_and_scores_zero_vectors_0():
+  a = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+  b = np.array([[1.0, 1.0], [0.0, -1.0], [3.0, 4.0]])
+  cosine = mulan_cycle.cosine_similarity(a, b)
+  assert cosine.dtype == np.float32
+  np.testing.assert_allclose(cosine, [2 ** -0.5, -1.0, 0.0], rtol=1e-6)
+  pairs = mulan_cycle.cosine_similarity(a[:, None], b[None])  # [3, 3]: every a against every b
+  np.testing.assert_allclose(np.diagonal(pairs), cosine)
+  np.testing.assert_allclose(pairs[1], [2 ** -0.5, -1.0, 0.8], rtol=1e-6)
+
+
 def test_cycle_consistency_is_the_mean_cosine_of_pairs(embedder):
   text = np.array([[1.0, 0.0], [0.0, 2.0]])
   audio = np.array([[1.0, 1.0], [0.0, -1.0]])
