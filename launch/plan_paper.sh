@@ -58,8 +58,10 @@ for model in "${MODELS[@]}"; do
             --gin.planning.plan.name="'$model paper, remat + bf16'"
         fi
       fi
-      # Sampling keeps a KV cache per sequence: one slice shows its footprint.
-      [ "${SAMPLE:-1}" = 0 ] || plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="['v5e-256']" \
+      # Sampling at batch 8 on the small slices generation is planned for (KV cache per
+      # sequence, parameters over the chips).
+      [ "${SAMPLE:-1}" = 0 ] || plan "$model" "models/$model/paper.gin" \
+        --gin.planning.plan.slices="['v5e-8', 'v4-8']" --gin.BATCH_SIZE=8 \
         --gin.planning.plan.steps="['sample']" ;;
     soundstream)  # 1 s crops at 24 kHz
       plan "$model" models/soundstream/paper.gin --gin.planning.plan.slices="$SLICES" \
