@@ -92,6 +92,8 @@ class MultiHeadAttention(nn.Module):
 
     # Scale the query, not the logits: cheaper, and what T5 does (folded into init there).
     query = query / jnp.sqrt(self.head_dim).astype(self.dtype)
+    if self.impl not in ("reference", "blockwise"):
+      raise ValueError(f"attention impl {self.impl!r}; expected 'reference' or 'blockwise'")
     # The transformer passes token_mask exactly when the blockwise path applies (not when it
     # only builds the cache, nor for a single decoding step).
     if self.impl == "blockwise" and token_mask is not None and not single_step:
@@ -101,8 +103,6 @@ class MultiHeadAttention(nn.Module):
           dropout_rate=self.dropout_rate if use_dropout else 0.0,
           dropout_rng=self.make_rng("dropout") if use_dropout else None, dtype=self.dtype)
       return self._project_out(out, x.shape[-1], qkv_axes, kw)
-    if self.impl not in ("reference", "blockwise"):
-      raise ValueError(f"attention impl {self.impl!r}; expected 'reference' or 'blockwise'")
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
     logits = logits + bias_from_table(relative_bias, query_positions,
                                       key_positions).astype(logits.dtype)

@@ -79,10 +79,11 @@ def compile_steps(model, optimizer, input_shapes: Mapping, mesh, rules, num_micr
       train_step = trainer.jit_train_step(model, setup, batch_shardings, num_microbatches)
       batch = _with_shardings(input_shapes, batch_shardings)
       try:
-        compiled = train_step.lower(setup.abstract_state(), batch, rng).compile()
-        # Counted on the jaxpr: XLA counts a loop's body (microbatches, scanned layers,
-        # attention blocks) once. Every chip runs the same program on its share.
-        flops = step_flops.count(train_step, setup.abstract_state(), batch, rng) / mesh.size
+        traced = train_step.trace(setup.abstract_state(), batch, rng)
+        compiled = traced.lower().compile()
+        # Counted on the traced jaxpr: XLA counts a loop's body (microbatches, scanned
+        # layers, attention blocks) once. Every chip runs the same program on its share.
+        flops = step_flops.jaxpr_flops(traced.jaxpr.jaxpr) / mesh.size
         results.append(plan_table.Compiled.of("train", compiled, flops))
       except jax.errors.JaxRuntimeError as error:
         results.append(plan_table.Compiled.out_of_memory("train", error, _bytes_per_chip(

@@ -85,14 +85,6 @@ class TransformerConfig:
                        f"{self.attention_block_size}")
 
 
-def make_attention_mask(decoder_target_tokens, decoder_causal_attention=None,
-                        decoder_segment_ids=None):
-  """Bool `[batch, 1, length, length]`: causal, bidirectional inside the prefix, no padding,
-  no attention across packed segments (t5x's `make_decoder_mask`)."""
-  return TokenMask.from_features(decoder_target_tokens, decoder_causal_attention,
-                                 decoder_segment_ids).dense()
-
-
 class DecoderLayer(nn.Module):
   """One pre-norm block. Under nn.scan it returns `(x, None)`: scan's (carry, output)."""
   config: TransformerConfig

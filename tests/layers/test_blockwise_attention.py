@@ -120,26 +120,6 @@ def test_stage_transformer_loss_and_gradients_match_across_attention_paths():
     np.testing.assert_allclose(g, r, atol=2e-5, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
 
 
-def test_blockwise_prefill_then_cached_decoding_matches_the_full_forward():
-  model = tiny_decoder_model(attention="blockwise", attention_block_size=4)
-  batch = _stage_batch()
-  batch = {k: v[:2, :12] for k, v in batch.items()}
-  params = nn.meta.unbox(model.get_initial_variables(
-      jax.random.key(0), {"decoder_input_tokens": (2, 12)})["params"])
-  full = model.module.apply({"params": params}, batch["decoder_input_tokens"],
-                            batch["decoder_target_tokens"],
-                            decoder_causal_attention=batch["decoder_causal_attention"],
-                            enable_dropout=False)
-  cache, lengths = model.prefill_cache(
-      params, batch["decoder_input_tokens"] * batch["decoder_causal_attention"],
-      batch["decoder_causal_attention"])
-  np.testing.assert_array_equal(lengths, [6, 11])
-  step_ids = batch["decoder_input_tokens"][:1, 6:7]
-  logits, _ = model.module.apply({"params": params, "cache": jax.tree.map(lambda c: c[:1], cache)},
-                                 step_ids, enable_dropout=False, decode=True, mutable=["cache"])
-  np.testing.assert_allclose(logits[0, 0], full[0, 6], rtol=1e-5, atol=1e-5)
-
-
 def test_unknown_attention_path_is_refused():
   with pytest.raises(ValueError, match="attention must be 'reference' or 'blockwise'"):
     tiny_transformer_config(attention="flash")

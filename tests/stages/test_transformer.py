@@ -17,8 +17,9 @@ def _prefix_batch(rng, batch=3, length=12, prompt=4, vocab=64):
               decoder_causal_attention=jnp.asarray(causal))
 
 
-def test_kv_cache_decoding_reproduces_full_forward_logits():
-  model = tiny_decoder_model()
+@pytest.mark.parametrize("attention", [{}, {"attention": "blockwise", "attention_block_size": 4}])
+def test_kv_cache_decoding_reproduces_full_forward_logits(attention):
+  model = tiny_decoder_model(**attention)
   batch = _prefix_batch(jax.random.key(1))
   variables = model.get_initial_variables(jax.random.key(0), {"decoder_input_tokens": (3, 12)})
   params = nn.meta.unbox(variables["params"])
