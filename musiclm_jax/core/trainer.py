@@ -85,10 +85,13 @@ def shard_model(model: BaseModel, optimizer: optax.GradientTransformation,
   # An abstract key: a concrete one would be placed on the mesh, which for an ahead-of-time
   # compile (plan.py) holds compile-only TPU devices that cannot run anything.
   rng = jax.eval_shape(jax.random.key, 0)
-  boxed = dict(jax.eval_shape(init_variables, rng))
+  # Traced for the mesh's platform, with no device to place anything on: a kernel with a TPU
+  # lowering (flash attention) must pick it for a TPU mesh even from a CPU host.
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    boxed = dict(jax.eval_shape(init_variables, rng))
+    state_shapes = jax.eval_shape(init_state, rng)
   param_shardings = partitioning.logical_to_shardings(mesh, boxed.pop("params"), rules)
   model_state_shardings = partitioning.logical_to_shardings(mesh, boxed, rules)
-  state_shapes = jax.eval_shape(init_state, rng)
   replicated = partitioning.replicated(mesh)
   state_shardings = TrainState(
       step=replicated, params=param_shardings,

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from musiclm_jax.layers.blockwise_attention import TokenMask, blockwise_attention
+from musiclm_jax.layers.flash_attention import flash_attention
 from musiclm_jax.layers.linears import dense
 from musiclm_jax.layers.relative_position import bias_from_table
 
@@ -31,19 +32,24 @@ class MultiHeadAttention(nn.Module):
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
-  # "reference": materialised [b, h, q, k] scores; "blockwise": layers/blockwise_attention.py
-  # (full sequences only; a single decoding step always uses the reference arithmetic).
+  # "reference": materialised [b, h, q, k] scores; "blockwise": layers/blockwise_attention.py;
+  # "flash": the Pallas TPU kernel of layers/flash_attention.py (no dropout on the attention
+  # weights: the kernel has none). The last two take full sequences only; a single decoding
+  # step always uses the reference arithmetic.
   impl: str = "reference"
   block_size: int = 512
 
   @nn.compact
   def __call__(self, x, mask, relative_bias, *, deterministic: bool, decode: bool = False,
-               prefill_lengths=None, key_valid=None, token_mask: TokenMask = None):
+               prefill_lengths=None, key_valid=None, token_mask: TokenMask = None,
+               flash_bias=None):
     """mask: bool `[batch, 1, q, k]` (reference, when not single-step decoding).
     relative_bias: `[heads, 2 * M + 1]`, the position bias of each key-minus-query offset
     (relative_position.offset_table).
     key_valid: bool `[batch, length]`, stored in the cache at prefill (default: all valid).
     token_mask: the mask as per-token facts, for the blockwise path.
+    flash_bias: bias and mask as one `[batch, heads, P, P]` array (flash_attention.
+    attention_bias), for the flash path.
     decode: use/update the KV cache. With `prefill_lengths` the whole sequence is processed
     and cached, and the cache index is set to the lengths; otherwise `x` is one step.
     """
@@ -92,10 +98,14 @@ class MultiHeadAttention(nn.Module):
 
     # Scale the query, not the logits: cheaper, and what T5 does (folded into init there).
     query = query / jnp.sqrt(self.head_dim).astype(self.dtype)
-    if self.impl not in ("reference", "blockwise"):
-      raise ValueError(f"attention impl {self.impl!r}; expected 'reference' or 'blockwise'")
-    # The transformer passes token_mask exactly when the blockwise path applies (not when it
-    # only builds the cache, nor for a single decoding step).
+    if self.impl not in ("reference", "blockwise", "flash"):
+      raise ValueError(f"attention impl {self.impl!r}; expected 'reference', 'blockwise' or "
+                       "'flash'")
+    # The transformer passes token_mask / flash_bias exactly when the blockwise / flash path
+    # applies (not when it only builds the cache, nor for a single decoding step).
+    if self.impl == "flash" and flash_bias is not None and not single_step:
+      out = flash_attention(query, key, value, flash_bias, block_size=self.block_size)
+      return self._project_out(out, x.shape[-1], qkv_axes, kw)
     if self.impl == "blockwise" and token_mask is not None and not single_step:
       use_dropout = not deterministic and self.dropout_rate > 0.0
       out = blockwise_attention(

@@ -5,8 +5,9 @@ whose layers run under `nn.scan` (or whose attention scans over key blocks, or w
 split into microbatches) reports a fraction of its work. This walks the step's jaxpr instead:
 each `dot_general` costs 2 x (output elements) x (contracted elements), a convolution
 2 x (output elements) x (kernel elements per output feature) divided by its input dilation
-(the zeros a transposed convolution skips), a scan its body times its length, and the
-backward pass of rematerialised code its recomputation too. Elementwise work is left out: it
+(the zeros a transposed convolution skips), a scan its body times its length, a Pallas
+kernel its block body times its grid, a shard_map its per-device body times the devices, and
+the backward pass of rematerialised code its recomputation too. Elementwise work is left out: it
 is small beside the matmuls and not in the analytic 6 x N x tokens either. The count is of
 the program as written, before XLA's own optimisations.
 """
@@ -52,6 +53,12 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> float:
                                "known before it runs")
     elif name == "cond":
       total += max(jaxpr_flops(branch.jaxpr) for branch in params["branches"])
+    elif name == "pallas_call":  # a kernel body is written for one block: once per grid point
+      total += math.prod(params["grid_mapping"].grid) * jaxpr_flops(params["jaxpr"])
+    elif name == "shard_map":  # its body sees one device's shard: once per device
+      mesh = params["mesh"]
+      manual = params.get("newly_manual_axes") or mesh.axis_names
+      total += math.prod(mesh.shape[a] for a in manual) * jaxpr_flops(params["jaxpr"])
     else:  # jit, remat, custom_jvp / custom_vjp calls, shard_map: their bodies run once
       total += sum(jaxpr_flops(sub) for sub in _sub_jaxprs(params))
   return total

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from musiclm_jax.layers.attention import MultiHeadAttention
 from musiclm_jax.layers.blockwise_attention import TokenMask
+from musiclm_jax.layers.flash_attention import attention_bias
 from musiclm_jax.layers.linears import GatedGeluMlp, dense
 from musiclm_jax.layers.normalization import RMSNorm
 from musiclm_jax.layers.relative_position import RelativePositionBiases, offset_table
@@ -61,7 +62,9 @@ class TransformerConfig:
   # one layer is compiled instead of num_layers. Checkpoints of the two layouts differ.
   scan_layers: bool = False
   # "reference" materialises [batch, heads, T, T] scores per layer; "blockwise" never does
-  # (layers/blockwise_attention.py), blocks of `attention_block_size` queries and keys.
+  # (layers/blockwise_attention.py), blocks of `attention_block_size` queries and keys;
+  # "flash" is the Pallas TPU kernel (layers/flash_attention.py; interpreted, slowly, off
+  # TPU) with one [batch, heads, T, T] bias per forward and no attention-weight dropout.
   attention: str = "reference"
   attention_block_size: int = 512
 
@@ -77,9 +80,9 @@ class TransformerConfig:
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"TransformerConfig.dropout_rate must be in [0, 1), got {self.dropout_rate}")
     as_dtype(self.dtype), as_dtype(self.param_dtype)
-    if self.attention not in ("reference", "blockwise"):
-      raise ValueError(f"TransformerConfig.attention must be 'reference' or 'blockwise', got "
-                       f"{self.attention!r}")
+    if self.attention not in ("reference", "blockwise", "flash"):
+      raise ValueError("TransformerConfig.attention must be 'reference', 'blockwise' or "
+                       f"'flash', got {self.attention!r}")
     if self.attention_block_size <= 0:
       raise ValueError("TransformerConfig.attention_block_size must be positive, got "
                        f"{self.attention_block_size}")
@@ -93,7 +96,8 @@ class DecoderLayer(nn.Module):
   scanned: bool = False
 
   @nn.compact
-  def __call__(self, x, mask, relative_bias, prefill_lengths, key_valid, token_mask):
+  def __call__(self, x, mask, relative_bias, prefill_lengths, key_valid, token_mask,
+               flash_bias):
     cfg = self.config
     deterministic = self.deterministic
     kw = dict(dtype=as_dtype(cfg.dtype), param_dtype=as_dtype(cfg.param_dtype))
@@ -102,7 +106,8 @@ class DecoderLayer(nn.Module):
                            impl=cfg.attention, block_size=cfg.attention_block_size,
                            **kw)(h, mask, relative_bias, deterministic=deterministic,
                                  decode=self.decode, prefill_lengths=prefill_lengths,
-                                 key_valid=key_valid, token_mask=token_mask)
+                                 key_valid=key_valid, token_mask=token_mask,
+                                 flash_bias=flash_bias)
     x = x + nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(h, deterministic=deterministic)
     h = RMSNorm(name="pre_mlp_norm", **kw)(x)
     h = GatedGeluMlp(cfg.mlp_dim, cfg.dropout_rate, name="mlp", **kw)(h, deterministic=deterministic)
@@ -166,9 +171,11 @@ class DecoderOnlyTransformer(nn.Module):
     # positions past the prompt are unknown yet and must be passed as nonzero.
     token_mask = TokenMask.from_features(decoder_target_tokens, decoder_causal_attention,
                                          decoder_segment_ids)
-    # A single decoding step attends through the cache, which the blockwise path does not.
-    blockwise = cfg.attention == "blockwise" and (prefill or not decode)
-    mask = None if blockwise else token_mask.dense()
+    # A single decoding step attends through the cache, which neither kernel path does.
+    full_sequence = prefill or not decode
+    blockwise = cfg.attention == "blockwise" and full_sequence
+    flash = cfg.attention == "flash" and full_sequence
+    mask = None if blockwise or flash else token_mask.dense()
     key_valid = decoder_target_tokens > 0 if prefill else None
 
     embed = nn.Embed(
@@ -187,7 +194,8 @@ class DecoderOnlyTransformer(nn.Module):
     relative_bias = offset_table(relpos)
     x = _layer_stack(cfg, deterministic, decode)(
         x, mask, relative_bias, prefill_lengths if prefill else None, key_valid,
-        token_mask if blockwise else None)
+        token_mask if blockwise else None,
+        attention_bias(relative_bias, token_mask, dtype) if flash else None)
     x = RMSNorm(dtype=dtype, param_dtype=as_dtype(cfg.param_dtype), name="decoder_norm")(x)
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
     logits = dense(cfg.vocab_size, ("embed", "vocab"), dtype=jnp.float32,

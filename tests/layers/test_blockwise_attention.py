@@ -93,11 +93,18 @@ def _stage_batch():
               decoder_causal_attention=jnp.asarray(causal))
 
 
-def test_stage_transformer_loss_and_gradients_match_across_attention_paths():
+@pytest.mark.parametrize("path", [
+    dict(attention="blockwise", attention_block_size=16),
+    dict(attention="flash"),
+    # Not under remat: interpret mode runs the kernel through IO callbacks, which remat
+    # refuses; on TPU (no callbacks) the plan compiles the paper stages with flash + remat.
+    dict(attention="flash", scan_layers=True),
+])
+def test_stage_transformer_loss_and_gradients_match_across_attention_paths(path):
   batch = _stage_batch()
-  reference = DecoderOnlyTransformer(tiny_transformer_config())
-  blockwise = DecoderOnlyTransformer(tiny_transformer_config(attention="blockwise",
-                                                             attention_block_size=16))
+  reference = DecoderOnlyTransformer(tiny_transformer_config(scan_layers=path.get("scan_layers",
+                                                                                 False)))
+  blockwise = DecoderOnlyTransformer(tiny_transformer_config(**path))
   params = nn.meta.unbox(reference.init(jax.random.key(0), batch["decoder_input_tokens"],
                                         enable_dropout=False)["params"])
   weights = (batch["decoder_target_tokens"] > 0).astype(jnp.float32)
@@ -121,8 +128,8 @@ def test_stage_transformer_loss_and_gradients_match_across_attention_paths():
 
 
 def test_unknown_attention_path_is_refused():
-  with pytest.raises(ValueError, match="attention must be 'reference' or 'blockwise'"):
-    tiny_transformer_config(attention="flash")
+  with pytest.raises(ValueError, match="attention must be 'reference', 'blockwise' or 'flash'"):
+    tiny_transformer_config(attention="splash")
 
 
 @pytest.mark.parametrize("remat", ["none", "full", "dots_saveable"])

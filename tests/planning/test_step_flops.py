@@ -41,3 +41,23 @@ def test_a_loop_of_unknown_length_is_refused():
     return jax.lax.while_loop(lambda c: jnp.sum(c) < 100.0, lambda c: c @ jnp.ones((4, 4)), x)
   with pytest.raises(step_flops.UnknownTripCount):
     step_flops.count(until, jnp.ones((4, 4)))
+
+
+def test_a_pallas_kernel_counts_its_block_body_over_the_grid():
+  from musiclm_jax.layers.blockwise_attention import TokenMask
+  from musiclm_jax.layers.flash_attention import attention_bias, flash_attention
+  batch, length, heads, head_dim = 2, 256, 2, 64
+  query = jnp.ones((batch, length, heads, head_dim))
+  ab = attention_bias(jnp.zeros((heads, 257)), TokenMask(jnp.ones((batch, length), bool)),
+                      jnp.float32)
+  flops = step_flops.count(lambda q, b: flash_attention(q, q, q, b, block_size=128), query, ab)
+  assert flops == 4 * batch * heads * length * length * head_dim  # scores and values, once
+
+
+def test_a_shard_map_counts_its_body_on_every_device():
+  # Traced only: an abstract mesh of 4 devices needs no devices.
+  mesh = jax.sharding.AbstractMesh((4,), ("data",))
+  matmul = jax.shard_map(lambda a: a @ jnp.ones((16, 16)), mesh=mesh,
+                         in_specs=jax.sharding.PartitionSpec("data"),
+                         out_specs=jax.sharding.PartitionSpec("data"))
+  assert step_flops.count(matmul, jnp.ones((8, 16))) == 2 * 8 * 16 * 16

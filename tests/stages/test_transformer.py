@@ -6,7 +6,7 @@ import flax.linen as nn
 
 from musiclm_jax.stages import token_layout
 from musiclm_jax.stages.transformer import DecoderOnlyTransformer, TransformerConfig
-from tests.helpers import tiny_decoder_model, tiny_transformer_config
+from tests.helpers import tiny_decoder_model
 
 
 def _prefix_batch(rng, batch=3, length=12, prompt=4, vocab=64):
@@ -17,7 +17,8 @@ def _prefix_batch(rng, batch=3, length=12, prompt=4, vocab=64):
               decoder_causal_attention=jnp.asarray(causal))
 
 
-@pytest.mark.parametrize("attention", [{}, {"attention": "blockwise", "attention_block_size": 4}])
+@pytest.mark.parametrize("attention", [{}, {"attention": "blockwise", "attention_block_size": 4},
+                                       {"attention": "flash"}])
 def test_kv_cache_decoding_reproduces_full_forward_logits(attention):
   model = tiny_decoder_model(**attention)
   batch = _prefix_batch(jax.random.key(1))
