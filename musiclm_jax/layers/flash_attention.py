@@ -8,8 +8,12 @@ takes no additive bias and only masks fixed at trace time, so neither a learned 
 per-example prefix fits it. The kernel never holds T x T scores per layer; what remains T x T
 is this one bias per forward (and its gradient in the backward pass).
 
-On a backend other than TPU the same kernel runs in Pallas's TPU interpret mode, slow but
-exact: that is how the tests compare it with the reference attention on CPU.
+On a backend other than TPU the same kernel runs interpreted, slow but exact: that is how the
+tests compare it with the reference attention on CPU. Pallas's generic interpreter (a
+pallas_call's `interpret=True`) lowers the kernel body to plain XLA ops, grid loop included.
+The Mosaic TPU interpreter (`pltpu.InterpretParams`) would also simulate TPU memory, through
+`io_callback`s that run JAX ops on the host: those deadlocked on a 2-core CPU under a test
+suite's load, and remat refuses their effects.
 """
 import functools
 
@@ -71,23 +75,28 @@ def _kernel(query, key, value, ab, block: int):
   return tpu_flash.flash_attention(query, key, value, ab, sm_scale=1.0, block_sizes=sizes)
 
 
+def _interpret_mode():
+  # True (not InterpretParams) selects the generic HLO interpreter: see the module docstring.
+  return pltpu.force_tpu_interpret_mode(True)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _interpreted(query, key, value, ab, block: int):
-  with pltpu.force_tpu_interpret_mode():
+  with _interpret_mode():
     return _kernel(query, key, value, ab, block)
 
 
 def _interpreted_fwd(query, key, value, ab, block):
   # Interpret mode applies to kernels traced under it, and the kernel's backward is traced
   # later, by the transpose: keep its VJP (a pytree) and trace it under the mode again.
-  with pltpu.force_tpu_interpret_mode():
+  with _interpret_mode():
     out, vjp = jax.vjp(functools.partial(_kernel, block=block), query, key, value, ab)
   return out, vjp
 
 
 def _interpreted_bwd(block, vjp, cotangent):
   del block
-  with pltpu.force_tpu_interpret_mode():
+  with _interpret_mode():
     return vjp(cotangent)
 
 

@@ -96,9 +96,7 @@ def _stage_batch():
 @pytest.mark.parametrize("path", [
     dict(attention="blockwise", attention_block_size=16),
     dict(attention="flash"),
-    # Not under remat: interpret mode runs the kernel through IO callbacks, which remat
-    # refuses; on TPU (no callbacks) the plan compiles the paper stages with flash + remat.
-    dict(attention="flash", scan_layers=True),
+    dict(attention="flash", scan_layers=True, remat="dots_saveable"),
 ])
 def test_stage_transformer_loss_and_gradients_match_across_attention_paths(path):
   batch = _stage_batch()
