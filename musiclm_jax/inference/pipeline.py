@@ -12,16 +12,19 @@ continuation starts the semantic and coarse streams from the clip's own tokens (
 Inference conditions on the MuLan *text* embedding quantised by the RVQ fitted on audio
 (MusicLM §3.1); `num_candidates` > 1 draws that many clips per prompt and keeps the one whose
 MuLan audio embedding is closest to the text's (the paper's MuLan cycle consistency as a
-reranker).
+reranker). The stages sample on a device mesh (`load`'s `mesh_shape`), their parameters and KV
+caches sharded by the logical axis rules; MuLan, w2v-BERT and the codec stay on one device.
 """
 import dataclasses
+import math
 import time
 from typing import Mapping, Optional, Sequence, Union
 
-import flax.linen as nn
 import gin
 import jax
 import numpy as np
+from absl import logging
+from jax.sharding import Mesh
 
 from musiclm_jax.core import audio, checkpoints, partitioning
 from musiclm_jax.stages import decoding, generation, token_layout
@@ -77,6 +80,8 @@ class MusicLM:
     stages or keys keep the paper's temperatures (decoding.STAGE_TEMPERATURES).
   crop_seconds / context_seconds: per-stage window and kept context of long generation
     (default: the stage's training crop and half of it).
+  mesh / rules: where the stages sample and how their parameters shard (generation.
+    StageSampler; default: the first device). MuLan, w2v-BERT and the codec stay on one device.
   """
 
   def __init__(self, *, codec: Codec, mulan: MuLanTokenizer,
@@ -84,7 +89,8 @@ class MusicLM:
                semantic_tokenizer: Optional[SemanticTokenizer] = None,
                decoder_params: Optional[Mapping[str, dict]] = None,
                crop_seconds: Optional[Mapping[str, float]] = None,
-               context_seconds: Optional[Mapping[str, float]] = None):
+               context_seconds: Optional[Mapping[str, float]] = None,
+               mesh: Optional[Mesh] = None, rules: Optional[Sequence] = None):
     missing = [s for s in STAGES if s not in stages]
     if missing:
       raise ValueError(f"MusicLM needs the stage models {list(STAGES)}; missing {missing}")
@@ -102,7 +108,8 @@ class MusicLM:
     self.decoder_params = {
         s: {"temperature": decoding.STAGE_TEMPERATURES[s], **(decoder_params or {}).get(s, {})}
         for s in STAGES}
-    self.samplers = {s: generation.StageSampler(stages[s][0], stages[s][1], self.decoder_params[s])
+    self.samplers = {s: generation.StageSampler(stages[s][0], stages[s][1], self.decoder_params[s],
+                                                mesh, rules)
                      for s in STAGES}
     self.crop_seconds = dict(crop_seconds or {})
     self.context_seconds = dict(context_seconds or {})
@@ -307,15 +314,23 @@ class MusicLM:
 
 # --- loading the six parts -----------------------------------------------------------------------
 
-def restore_stage(model: DecoderOnlyModel, model_dir: str, step: Optional[int] = None):
-  """The parameters of a trained stage (newest or `step`), on one device; as `infer` does, the
-  optimizer state is not read."""
-  mesh = partitioning.create_mesh((1, 1, 1), jax.devices()[:1])
-  boxed = jax.eval_shape(lambda rng: model.get_initial_variables(
-      rng, {"decoder_input_tokens": (1, 8)}), jax.random.key(0))["params"]
-  shardings = partitioning.logical_to_shardings(mesh, boxed, partitioning.logical_axis_rules())
-  abstract = checkpoints.abstract_with_shardings(nn.meta.unbox(boxed), shardings)
-  return checkpoints.restore_params(model_dir, abstract, step)[0]
+def stage_mesh(mesh_shape: Sequence[int] = (-1, 1, 1)) -> Mesh:
+  """A `(data, fsdp, model)` mesh over this process's devices: all of them when an entry is
+  -1, else the first prod(mesh_shape), so (1, 1, 1) runs on one device of a larger host.
+  Local devices only: every process of a multi-host job generates its own prompts."""
+  devices = jax.local_devices()
+  if -1 not in mesh_shape:
+    devices = devices[:math.prod(mesh_shape)]
+  return partitioning.create_mesh(mesh_shape, devices)
+
+
+def restore_stage(model: DecoderOnlyModel, model_dir: str, mesh: Mesh, rules: Sequence,
+                  step: Optional[int] = None):
+  """The parameters of a trained stage (newest or `step`), each read straight into the
+  shards the logical rules give it on `mesh`; as `infer` does, the optimizer state is not
+  read."""
+  return checkpoints.restore_params(model_dir, generation.abstract_params(model, mesh, rules),
+                                    step)[0]
 
 
 @gin.configurable(module="pipeline")
@@ -346,8 +361,11 @@ class Parts:
 @gin.configurable(module="pipeline")
 def load(parts: Parts, decoder_params: Optional[Mapping[str, dict]] = None,
          crop_seconds: Optional[Mapping[str, float]] = None,
-         context_seconds: Optional[Mapping[str, float]] = None) -> MusicLM:
-  """MusicLM from the newest checkpoints of its parts (each as its training run wrote it)."""
+         context_seconds: Optional[Mapping[str, float]] = None,
+         mesh_shape: Sequence[int] = (-1, 1, 1)) -> MusicLM:
+  """MusicLM from the newest checkpoints of its parts (each as its training run wrote it).
+  The stages sample on a `mesh_shape` `(data, fsdp, model)` mesh (stage_mesh; default: all
+  local devices over data) with the parameters sharded by partitioning.logical_axis_rules."""
   semantic_tokenizer = None
   if parts.w2v_bert_dir:
     if parts.w2v_bert_model is None:
@@ -356,10 +374,12 @@ def load(parts: Parts, decoder_params: Optional[Mapping[str, dict]] = None,
         parts.w2v_bert_dir, parts.w2v_bert_model, parts.semantic_kmeans_file)
   mulan = MuLanTokenizer.from_model_dir(parts.mulan_dir, parts.mulan_model, parts.mulan_rvq_file)
   codec = Codec.from_checkpoint(parts.soundstream_dir, parts.soundstream_config)
+  mesh, rules = stage_mesh(mesh_shape), partitioning.logical_axis_rules()
+  logging.info("Stages sample on a mesh %s", partitioning.describe(mesh))
   stages = {}
   for name in STAGES:
     model, model_dir = parts.stage(name)
-    stages[name] = (model, restore_stage(model, model_dir))
+    stages[name] = (model, restore_stage(model, model_dir, mesh, rules))
   return MusicLM(codec=codec, mulan=mulan, stages=stages, semantic_tokenizer=semantic_tokenizer,
                  decoder_params=decoder_params, crop_seconds=crop_seconds,
-                 context_seconds=context_seconds)
+                 context_seconds=context_seconds, mesh=mesh, rules=rules)

@@ -13,14 +13,32 @@ Story mode is a list of `(mulan codes, seconds)` segments: a window uses the seg
 where its new frames start, so the conditioning changes every segment.
 """
 import dataclasses
+import math
 from typing import Callable, Optional, Sequence
 
+import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from musiclm_jax.core import partitioning
 from musiclm_jax.stages import token_layout
 from musiclm_jax.stages.stage_model import DecoderOnlyModel
+
+_FEATURES = ("decoder_input_tokens", "decoder_causal_attention")
+# The mesh axes the logical rules split a batch over ("batch" / "activation_batch").
+BATCH_AXES = ("data", "fsdp")
+
+
+def abstract_params(model: DecoderOnlyModel, mesh: Mesh, rules) -> object:
+  """A stage's parameters as ShapeDtypeStructs carrying the shardings the logical rules give
+  them on `mesh` (nothing is allocated): what a checkpoint is restored into and what the
+  sampling step is compiled for."""
+  boxed = jax.eval_shape(lambda rng: model.get_initial_variables(
+      rng, {"decoder_input_tokens": (1, 8)}), jax.random.key(0))["params"]
+  shardings = partitioning.logical_to_shardings(mesh, boxed, rules)
+  return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      nn.meta.unbox(boxed), shardings)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -28,21 +46,43 @@ class StageSampler:
   """One trained stage: samples target ids after given input ids (+ a target prefix).
 
   Frozen: the sampling parameters are compiled in, so other settings need a new sampler.
+  The step runs on `mesh` (default: the first device) under the logical `rules` (default:
+  partitioning.logical_axis_rules()): parameters are placed as the rules shard them, the
+  batch is split over the mesh's data and fsdp axes, and the KV cache follows the attention
+  activations' constraints (batch over data x fsdp, heads over model).
   """
   model: DecoderOnlyModel
   params: object
   decoder_params: Optional[dict] = None
+  mesh: Optional[Mesh] = None
+  rules: Optional[Sequence] = None
 
   def __post_init__(self):
-    object.__setattr__(self, "_sample", jax.jit(self._sample_impl, static_argnames=("max_new",)))
+    mesh = self.mesh if self.mesh is not None else partitioning.create_mesh(
+        (1, 1, 1), jax.devices()[:1])
+    rules = partitioning.logical_axis_rules() if self.rules is None else tuple(self.rules)
+    shardings = jax.tree.map(lambda x: x.sharding, abstract_params(self.model, mesh, rules))
+    batch = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+    replicated = partitioning.replicated(mesh)
+    for name, value in (("mesh", mesh), ("rules", rules), ("_replicated", replicated),
+                        ("params", jax.device_put(self.params, shardings))):
+      object.__setattr__(self, name, value)
+    object.__setattr__(self, "_sample", jax.jit(
+        self._sample_impl, static_argnums=3,
+        in_shardings=(shardings, {k: batch for k in _FEATURES}, replicated), out_shardings=batch))
 
   @property
   def stage(self) -> token_layout.StageVocabulary:
     return self.model.stage
 
-  def _sample_impl(self, inputs, rng, max_new):
+  @property
+  def batch_multiple(self) -> int:
+    """Rows the batch is padded to a multiple of: the devices it is split over."""
+    return math.prod(self.mesh.shape[a] for a in BATCH_AXES)
+
+  def _sample_impl(self, params, inputs, rng, max_new):
     return self.model.predict_batch_with_aux(
-        self.params, inputs, rng, prompt_with_targets=True,
+        params, inputs, rng, prompt_with_targets=True,
         decoder_params=dict(self.decoder_params or {}, max_decode_steps=max_new))[0]
 
   def sample(self, input_ids: np.ndarray, prefix_ids: np.ndarray, num_new: int, rng,
@@ -50,7 +90,10 @@ class StageSampler:
     """`input_ids [B, n]`, `prefix_ids [B, k]` -> the next `num_new` target ids `[B, num_new]`.
 
     The sequence is sized for `num_targets` target ids (default k + num_new) + EOS, so windows
-    of one crop share one compiled program whatever their prefix length.
+    of one crop share one compiled program whatever their prefix length. A batch the mesh's
+    batch axes do not divide is padded with copies of its last row, which are dropped: a
+    row's random draws depend on its index alone (threefry is partitionable), so the real
+    rows sample what they would unpadded.
     """
     batch, n = input_ids.shape
     k = prefix_ids.shape[1]
@@ -58,15 +101,17 @@ class StageSampler:
     if k + num_new > num_targets:
       raise ValueError(f"prefix {k} + new {num_new} exceeds the window of {num_targets} targets")
     length = n + num_targets + 1
-    decoder_inputs = np.zeros((batch, length), np.int32)
-    decoder_inputs[:, 1:n + 1] = input_ids
-    decoder_inputs[:, n + 1:n + 1 + k] = prefix_ids
-    causal = np.zeros((batch, length), np.int32)
+    padded = -(-batch // self.batch_multiple) * self.batch_multiple
+    rows = np.minimum(np.arange(padded), batch - 1)
+    decoder_inputs = np.zeros((padded, length), np.int32)
+    decoder_inputs[:, 1:n + 1] = np.asarray(input_ids)[rows]
+    decoder_inputs[:, n + 1:n + 1 + k] = np.asarray(prefix_ids)[rows]
+    causal = np.zeros((padded, length), np.int32)
     causal[:, :n + 1] = 1
-    batch_features = {"decoder_input_tokens": jnp.asarray(decoder_inputs),
-                      "decoder_causal_attention": jnp.asarray(causal)}
-    out = np.asarray(self._sample(batch_features, rng, max_new=num_new))
-    return out[:, :num_new]
+    features = dict(zip(_FEATURES, (decoder_inputs, causal)))
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      out = self._sample(self.params, features, jax.device_put(rng, self._replicated), num_new)
+    return np.asarray(out)[:batch, :num_new]
 
 
 @dataclasses.dataclass(frozen=True)
