@@ -4,11 +4,15 @@
 # 1-20 minutes on 2 cores and up to ~15 GB of RAM (SoundStream for v4-128: 24 GB; more where
 # XLA searches for rematerialisations of activations that do not fit): one model at a time.
 #
-#   [SAMPLE=0] bash launch/plan_paper.sh OUT_DIR [MODEL ...]
+#   [SAMPLE=0] [FLASH=0] [REMAT=0] [SAMPLE_ONLY=1] bash launch/plan_paper.sh OUT_DIR [MODEL ...]
 #   MODEL: semantic coarse fine soundstream w2v_bert mulan mulan_bert_base (default: all);
 #   mulan is the offline default (MiniLM text tower), mulan_bert_base the paper's BERT-base
 #   text tower (models/mulan/paper_bert_base.gin). SAMPLE=0 skips the
-#   stages' sampling rows.
+#   stages' sampling rows, FLASH=0 their rows with the Pallas flash attention kernel, REMAT=0
+#   the coarse stage's rows with the other two remat policies ('none', 'full').
+#   SAMPLE_ONLY=1 (stages only) makes just the sampling rows, in seconds, and keeps the other
+#   rows already in OUT_DIR/<model>.jsonl byte for byte (docs/pods.md: refreshing the
+#   committed sampling rows that way).
 #
 # Writes OUT_DIR/<model>.jsonl (one row per slice and step) and OUT_DIR/table.md, rendered from
 # every <model>.jsonl present, so subsets can run in parallel and be joined at the end.
@@ -37,7 +41,27 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 print([r["slice"] for r in rows if r["model"] == sys.argv[2] and r["verdict"] != "fits"])' "$@"
 }
 
+# Sampling at batch 8 on the small slices generation is planned for (KV cache per sequence,
+# parameters over the chips); the rows carry the decode-step roofline (planning/roofline.py).
+plan_sample() {  # plan_sample STAGE
+  plan "$1" "models/$1/paper.gin" --gin.planning.plan.slices="['v5e-8', 'v4-8']" \
+    --gin.BATCH_SIZE=8 --gin.planning.plan.steps="['sample']"
+}
+
+drop_sample_rows() {  # drop_sample_rows FILE: the other lines stay exactly as they are
+  [ ! -f "$1" ] || "$PYTHON" -c 'import json, sys
+lines = [l for l in open(sys.argv[1]) if l.strip() and json.loads(l)["step"] != "sample"]
+open(sys.argv[1], "w").writelines(lines)' "$1"
+}
+
 for model in "${MODELS[@]}"; do
+  if [ "${SAMPLE_ONLY:-0}" = 1 ]; then
+    case "$model" in
+      semantic|coarse|fine) drop_sample_rows "$OUT/$model.jsonl"; plan_sample "$model" ;;
+      *) echo "plan_paper.sh: SAMPLE_ONLY=1: $model has no sampling step" >&2; exit 2 ;;
+    esac
+    continue
+  fi
   rm -f "$OUT/$model.jsonl"
   case "$model" in
     semantic|coarse|fine)
@@ -58,11 +82,21 @@ for model in "${MODELS[@]}"; do
             --gin.planning.plan.name="'$model paper, remat + bf16'"
         fi
       fi
-      # Sampling at batch 8 on the small slices generation is planned for (KV cache per
-      # sequence, parameters over the chips).
-      [ "${SAMPLE:-1}" = 0 ] || plan "$model" "models/$model/paper.gin" \
-        --gin.planning.plan.slices="['v5e-8', 'v4-8']" --gin.BATCH_SIZE=8 \
-        --gin.planning.plan.steps="['sample']" ;;
+      # The Pallas flash kernel instead of blockwise attention (layers/flash_attention.py).
+      [ "${FLASH:-1}" = 0 ] || plan "$model" "models/$model/paper.gin" \
+        --gin.planning.plan.slices="$SLICES" --gin.planning.plan.steps="['train']" \
+        --gin.TransformerConfig.attention="'flash'" \
+        --gin.planning.plan.name="'$model paper, flash'"
+      # The remat policies besides the files' dots_saveable, on the stage with the longest
+      # sequence (their effect on memory and FLOPs is the same in kind for the other two).
+      if [ "$model" = coarse ] && [ "${REMAT:-1}" = 1 ]; then
+        for policy in none full; do
+          plan "$model" "models/$model/paper.gin" --gin.planning.plan.slices="$SLICES" \
+            --gin.planning.plan.steps="['train']" --gin.TransformerConfig.remat="'$policy'" \
+            --gin.planning.plan.name="'$model paper, remat $policy'"
+        done
+      fi
+      [ "${SAMPLE:-1}" = 0 ] || plan_sample "$model" ;;
     soundstream)  # 1 s crops at 24 kHz
       plan "$model" models/soundstream/paper.gin --gin.planning.plan.slices="$SLICES" \
         --gin.TASK_FEATURE_LENGTHS="{'audio': 24000}" ;;

@@ -5,11 +5,13 @@ those compile-only devices takes the run's own TrainState shardings (`trainer.sh
 and the run's own jitted step (`trainer.jit_train_step`), and XLA's TPU compiler then says
 how many bytes each chip needs (`memory_analysis`); the step's jaxpr says how many matmul
 FLOPs it runs, loops included (`step_flops.py`). Nothing is allocated: every input is a ShapeDtypeStruct.
+A stage's sampling step also gets the roofline of one decode step (`roofline.py`).
 
 Per chip, with donation (the state's input buffers are reused for its outputs):
   needed = arguments + outputs - aliased + temporaries + generated code
 and that is compared with the chip's HBM (`tpu_slices.CHIPS`).
 """
+import dataclasses
 import json
 import time
 from typing import Mapping, Optional, Sequence
@@ -24,7 +26,7 @@ import tensorflow as tf
 from absl import logging
 
 from musiclm_jax.core import base_model, input_pipeline, partitioning, trainer
-from musiclm_jax.planning import plan_table, step_flops, tpu_slices
+from musiclm_jax.planning import plan_table, roofline, step_flops, tpu_slices
 from musiclm_jax.inference.stage_inference import make_step as make_sampling_step
 
 
@@ -97,12 +99,24 @@ def compile_steps(model, optimizer, input_shapes: Mapping, mesh, rules, num_micr
       params, batch = setup.abstract_state().params, _with_shardings(sample_shapes, shardings)
       try:
         compiled = sample.lower(params, batch, rng).compile()
-        # The decode loop stops at EOS: its trip count is not known at compile time.
-        results.append(plan_table.Compiled.of("sample", compiled))
+        # The decode loop stops at EOS: its trip count is not known at compile time, so the
+        # FLOPs and bytes of one decode step come from the roofline below instead.
+        result = plan_table.Compiled.of("sample", compiled)
       except jax.errors.JaxRuntimeError as error:
-        results.append(plan_table.Compiled.out_of_memory(
-            "sample", error, _bytes_per_chip(params), _bytes_per_chip(batch)))
+        result = plan_table.Compiled.out_of_memory(
+            "sample", error, _bytes_per_chip(params), _bytes_per_chip(batch))
+      results.append(dataclasses.replace(result, decode=_decode_steps(
+          model, params, sample_shapes, mesh)))
   return results, num_params
+
+
+def _decode_steps(model, params, sample_shapes: Mapping, mesh) -> tuple:
+  """Roofline of one decode step at batch 1 and at the plan's batch (traced, not compiled:
+  a step's bytes and FLOPs follow from shapes). Stage models only: others have no layout."""
+  if getattr(model, "stage", None) is None or not hasattr(model, "module"):
+    return ()
+  batch, length = sample_shapes["decoder_input_tokens"].shape
+  return tuple(roofline.decode_step(model, params, b, length, mesh) for b in sorted({1, batch}))
 
 
 @gin.configurable(module="planning")
@@ -190,7 +204,8 @@ def plan(*, model, task_feature_lengths: Mapping[str, int], batch_size: int,
       tokens = tokens_per_example * batch if tokens_per_example else None
       rows.append(plan_table.row(name, tpu_slice, dict(mesh.shape), batch, result,
                                   num_params, tokens, _memory_knobs(model),
-                                  _attention_flops(model, tokens_per_example, batch)))
+                                  _attention_flops(model, tokens_per_example, batch),
+                                  stage=roofline.stage_name(model)))
       if output_file:
         with open(output_file, "a") as f:
           f.write(json.dumps(rows[-1]) + "\n")

@@ -8,6 +8,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from musiclm_jax.core import partitioning
+from musiclm_jax.planning import roofline
 from musiclm_jax.planning.tpu_slices import GIB, Slice
 
 
@@ -26,6 +27,8 @@ class Compiled:
   # Set when XLA refused the program: the HBM it says it had (below the chip's nominal HBM,
   # which the runtime keeps some of), so the step cannot be reported as fitting.
   refused_at_bytes: Optional[int] = None
+  # A stage's sampling step: roofline.DecodeStep per batch size (1 and the plan's batch).
+  decode: tuple = ()
 
   @property
   def needed_bytes(self) -> int:
@@ -99,10 +102,12 @@ def fix_advice(result: Compiled, hbm_bytes: int, mesh_shape: Mapping[str, int],
 
 def row(model_name: str, tpu_slice: Slice, mesh_shape: Mapping[str, int], batch_size: int,
         result: Compiled, num_params: int, tokens_per_step: Optional[int],
-        knobs: Mapping[str, str], attention_flops: float = 0.0) -> dict:
+        knobs: Mapping[str, str], attention_flops: float = 0.0,
+        stage: Optional[str] = None) -> dict:
   """One table row (a JSON-able dict): per-chip bytes, FLOPs and whether it fits.
   attention_flops: the step's attention score and value matmuls, forward and backward
-  (which 6·N·tokens leaves out), for the whole global batch."""
+  (which 6·N·tokens leaves out), for the whole global batch. stage: the token layout's
+  stage a sampling row generates (joins the stages' rows end to end)."""
   chips, spec = tpu_slice.num_chips, tpu_slice.spec
   analytic = (6 * num_params * tokens_per_step + attention_flops) / chips if (
       tokens_per_step and result.step == "train") else None
@@ -125,6 +130,9 @@ def row(model_name: str, tpu_slice: Slice, mesh_shape: Mapping[str, int], batch_
                                       if ideal_s and tokens_per_step and result.step == "train"
                                       else None),
       "verdict": fix_advice(result, spec.hbm_bytes, mesh_shape, knobs, batch_size / chips),
+      **({"stage": stage, "hbm_gb_per_s": spec.hbm_bandwidth / 1e9,
+          "decode": [roofline.fields(step, spec, chips) for step in result.decode]}
+         if result.decode else {}),
   }
 
 
@@ -141,17 +149,60 @@ _COLUMNS = (("model", "model", "{}"), ("slice", "slice", "{}"), ("mesh", "mesh d
              lambda v: f"{v / 1e3:.0f}k"), ("verdict", "fits?", "{}"))
 
 
-def markdown_table(rows) -> str:
-  """Rows of `report` as a markdown table; per chip, except params and batch."""
+# A sampling row's roofline (roofline.py), one line per batch size: per chip, per decode step.
+_DECODE_COLUMNS = (
+    ("model", "model", "{}"), ("slice", "slice", "{}"), ("mesh", "mesh d x f x m", "{}"),
+    ("batch", "batch", "{}"), ("param_mib", "params MiB", "{:.0f}"),
+    ("cache_mib", "KV cache MiB", "{:.0f}"), ("hbm_gb_per_s", "HBM GB/s", "{:.0f}"),
+    ("memory_ms", "bytes / HBM ms", "{:.3f}"), ("gflop", "GFLOP", "{:.2f}"),
+    ("flops_ratio", "jaxpr / analytic", "{:.2f}"), ("compute_ms", "FLOPs / peak ms", "{:.4f}"),
+    ("step_ms", "step ms", "{:.3f}"), ("bound", "bound", "{}"),
+    ("steps_per_10s", "steps per 10 s", "{:.0f}"),
+    ("seconds_per_10s", "s per 10 s (batch clips)", "{:.2f}"),
+    ("realtime_factor", "real-time factor", "{:.1f}"),
+    ("chip_seconds_per_clip", "chip-s per clip", "{:.2f}"))
+
+_END_TO_END_COLUMNS = (
+    ("slice", "slice", "{}"), ("batch", "batch", "{}"), ("semantic_s", "semantic s", "{:.2f}"),
+    ("coarse_s", "coarse s", "{:.2f}"), ("fine_s", "fine s", "{:.2f}"),
+    ("total_s", "total s per 10 s (batch clips)", "{:.2f}"),
+    ("realtime_factor", "real-time factor", "{:.1f}"),
+    ("faster", "faster than real time?", "{}"), ("dominant", "dominant stage", "{}"))
+
+
+def _table(columns, rows) -> list:
   def cell(value, fmt):
     if value is None:
       return "—"
     return fmt(value) if callable(fmt) else fmt.format(value)
 
-  lines = ["| " + " | ".join(title for _, title, _ in _COLUMNS) + " |",
-           "|" + "---|" * len(_COLUMNS)]
+  lines = ["| " + " | ".join(title for _, title, _ in columns) + " |",
+           "|" + "---|" * len(columns)]
   for row in rows:
-    lines.append("| " + " | ".join(cell(row.get(k), fmt) for k, _, fmt in _COLUMNS) + " |")
+    lines.append("| " + " | ".join(cell(row.get(k), fmt) for k, _, fmt in columns) + " |")
+  return lines
+
+
+def markdown_table(rows) -> str:
+  """Rows of `report` as a markdown table; per chip, except params and batch. Sampling rows
+  with a roofline add its table (per chip, per decode step) and, where all three stages are
+  there, the stages end to end."""
+  rows = list(rows)
+  lines = _table(_COLUMNS, rows)
+  decode = [dict(entry, model=r["model"], slice=r["slice"], mesh=r["mesh"],
+                 hbm_gb_per_s=r["hbm_gb_per_s"],
+                 flops_ratio=entry["gflop"] / entry["analytic_gflop"])
+            for r in rows for entry in r.get("decode") or ()]
+  if decode:
+    lines += ["", "Sampling roofline, per chip and decode step:", ""]
+    lines += _table(_DECODE_COLUMNS, decode)
+  stages = [dict(e, faster="yes" if e["realtime_factor"] > 1 else "no",
+                 dominant=f"{e['dominant']} ({e['dominant_bound']}-bound, "
+                          f"{e['dominant_steps_per_10s']:.0f} steps per 10 s)")
+            for e in roofline.end_to_end(rows)]
+  if stages:
+    lines += ["", "The three stages end to end:", ""]
+    lines += _table(_END_TO_END_COLUMNS, stages)
   return "\n".join(lines)
 
 

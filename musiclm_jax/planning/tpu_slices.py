@@ -1,5 +1,6 @@
-"""TPU slices as planning sees them: per-chip HBM and peak FLOP/s, slice names -> topologies,
-and libtpu's compile-only devices for a slice this machine is not attached to.
+"""TPU slices as planning sees them: per-chip HBM, its bandwidth and peak FLOP/s, slice
+names -> topologies, and libtpu's compile-only devices for a slice this machine is not
+attached to.
 
 Figures are the public per-chip specifications (HBM capacity as installed; the runtime keeps
 a little of it for itself, so treat headroom under ~0.5 GiB as not fitting).
@@ -15,9 +16,12 @@ GIB = 1 << 30
 @dataclasses.dataclass(frozen=True)
 class Chip:
   """One TPU generation. peak_flops: dense bf16 matmul FLOP/s per chip (the vendor figure;
-  float32 matmuls also run at it, as JAX's default TPU precision is one bf16 pass)."""
+  float32 matmuls also run at it, as JAX's default TPU precision is one bf16 pass).
+  hbm_bandwidth: HBM bytes/s per chip (the vendor's GB/s, decimal: 1 GB/s = 1e9 bytes/s),
+  the bound of a decode step, which reads every parameter for a few tokens."""
   hbm_bytes: int
   peak_flops: float
+  hbm_bandwidth: float
   # Slice names count TensorCores on v4/v5p (two per chip, fused into one JAX device by
   # "megacore") and chips on v5e/v6e.
   cores_per_chip: int
@@ -31,10 +35,10 @@ _TORUS_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128:
 _TORUS_2D = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
 
 CHIPS = {
-    "v4": Chip(32 * GIB, 275e12, 2, "megacore", _TORUS_3D),
-    "v5e": Chip(16 * GIB, 197e12, 1, "default", _TORUS_2D),
-    "v5p": Chip(95 * GIB, 459e12, 2, "megacore", _TORUS_3D),
-    "v6e": Chip(32 * GIB, 918e12, 1, "default", _TORUS_2D),
+    "v4": Chip(32 * GIB, 275e12, 1228e9, 2, "megacore", _TORUS_3D),
+    "v5e": Chip(16 * GIB, 197e12, 819e9, 1, "default", _TORUS_2D),
+    "v5p": Chip(95 * GIB, 459e12, 2765e9, 2, "megacore", _TORUS_3D),
+    "v6e": Chip(32 * GIB, 918e12, 1640e9, 1, "default", _TORUS_2D),
 }
 
 
