@@ -167,10 +167,11 @@ class SoundStream(BaseModel):
     metrics = dict(metrics, loss=loss,
                    generator_grad_norm=optax.tree.norm(grads["generator"]),
                    discriminator_grad_norm=optax.tree.norm(grads["discriminator"]))
+    params = optax.apply_updates(state.params, updates)
+    model_state = dict(state.model_state, **{rvq.COLLECTION: codebooks})
     new_state = state.replace(
-        step=state.step + 1, params=optax.apply_updates(state.params, updates),
-        opt_state=opt_state, model_state=dict(state.model_state, **{rvq.COLLECTION: codebooks}),
-        nonfinite_step=state.record_nonfinite(loss))
+        step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state,
+        nonfinite_step=state.record_nonfinite(loss, grads, params, model_state))
     return new_state, metrics
 
   def eval_fn(self, params, batch, model_state=None):

@@ -72,7 +72,7 @@ class BaseModel(abc.ABC):
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              nonfinite_step=state.record_nonfinite(loss))
+                              nonfinite_step=state.record_nonfinite(loss, grads, params))
     return new_state, metrics
 
   def eval_step(self, state: TrainState, batch: Batch) -> Metrics:

@@ -1,6 +1,7 @@
 """t5x-style command-line gin: `--gin_file`, `--gin.NAME=value`, `--gin_search_paths`."""
 import os
 import sys
+import traceback
 from typing import Callable, Sequence
 
 import gin
@@ -9,6 +10,10 @@ from absl import app, flags
 from musiclm_jax.core import distributed
 
 PACKAGE_GIN_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "gin"))
+# Code whose `raise` statements are checks of the configuration or the input: this package's,
+# and gin's (an unknown configurable or parameter in a binding).
+_CHECKING_CODE = tuple(os.path.normpath(os.path.dirname(module.__file__)) + os.sep
+                       for module in (sys.modules["musiclm_jax"], gin))
 
 
 def define_flags() -> None:
@@ -59,6 +64,21 @@ def one_line(error: BaseException) -> str:
   return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
+def raised_by_a_check(error: BaseException) -> bool:
+  """Whether `error` comes from a check that names its culprit: a `raise` statement in this
+  package or in gin, or a missing file the OS names. The same exception type raised inside
+  JAX, flax, orbax or numpy (or by a failed operation in our own code) is a bug, not a bad
+  configuration, and must keep its traceback."""
+  if isinstance(error, FileNotFoundError) and error.filename:
+    return True
+  frames = traceback.extract_tb(error.__traceback__)
+  if not frames:
+    return False
+  origin = frames[-1]
+  return (os.path.normpath(origin.filename).startswith(_CHECKING_CODE)
+          and (origin.line or "").lstrip().startswith("raise"))
+
+
 def run_main(program: str, run: Callable[[], object],
              user_errors: tuple[type, ...] = (ValueError, FileNotFoundError),
              multi_process: bool = True) -> None:
@@ -67,8 +87,10 @@ def run_main(program: str, run: Callable[[], object],
   With `multi_process`, the `--coordinator_address/--num_processes/--process_id` flags (or a
   TPU VM slice) join this process to the others first (musiclm_jax/core/distributed.py).
 
-  A mistake in the configuration or data (`user_errors`; MeshError is a ValueError) exits 2
-  with one line naming the cause; anything else is a bug and keeps its traceback.
+  A mistake in the configuration or data exits 2 with one line naming the cause: an error of
+  a `user_errors` type (MeshError is a ValueError) that one of our checks raised
+  (`raised_by_a_check`), or any such error while the flags and gin files are read. Anything
+  else is a bug and keeps its traceback.
   """
   if "gin_file" not in flags.FLAGS:
     define_flags()
@@ -78,13 +100,17 @@ def run_main(program: str, run: Callable[[], object],
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    configuring = True
     try:
       if multi_process:
         distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
                                flags.FLAGS.process_id)
       parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
+      configuring = False
       result = run()
     except user_errors as error:
+      if not (configuring or raised_by_a_check(error)):
+        raise
       print(f"{program}: error: {one_line(error)}", file=sys.stderr)
       sys.exit(2)
     if isinstance(result, str):

@@ -23,7 +23,8 @@ from musiclm_jax.core.train_state import TrainState
 
 
 class NonFiniteLossError(RuntimeError):
-  """Training produced a NaN/Inf loss; the run stopped without checkpointing it."""
+  """A step's loss, gradients or updated variables held a NaN/Inf; the run stopped without
+  checkpointing that step's state or any later one."""
 
 
 @gin.configurable
@@ -130,7 +131,8 @@ def _check_finite(state: TrainState, manager) -> None:
     kept = (f"the last good checkpoint is step {latest} in {manager.directory}"
             if latest is not None else "no checkpoint had been written yet")
     raise NonFiniteLossError(
-        f"loss became NaN/Inf at step {bad_step}; stopped without saving it — {kept}. "
+        f"loss, gradients or updated parameters became NaN/Inf at step {bad_step}; stopped "
+        f"without saving that step's state — {kept}. "
         "Lower the learning rate, enable gradient clipping or check the data.")
 
 
@@ -186,7 +188,8 @@ def train(*, model: BaseModel, train_dataset_cfg: DatasetConfig, model_dir: str,
     is_writer = jax.process_index() == 0
     writer = metric_writers.MultiWriter([
         metric_writers.create_default_writer(str(model_dir), just_logging=not is_writer),
-        *([TextFileWriter(model_dir / "metrics.txt")] if is_writer else [])])
+        # A resume replays the steps after its checkpoint: their old lines go first.
+        *([TextFileWriter(model_dir / "metrics.txt", resume_step=start)] if is_writer else [])])
     progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                                every_steps=log_every, every_secs=None)
     rng = jax.random.key(seed + 1)
