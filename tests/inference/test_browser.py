@@ -18,11 +18,33 @@ CLIPS = [("../evil", EVIL + " calm piano", 1.0), ("a/b", "loud drums", 0.5),
          ("café ☕", "jazz trio & friends", 0.25)]
 
 
-def _driver(profile_dir):
-  missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
+# Set by .ci/run: there a missing browser fails the suite instead of skipping these tests.
+REQUIRE_BROWSER = "MUSICLM_REQUIRE_BROWSER"
+
+
+def _require_browser(paths=(CHROMIUM, CHROMEDRIVER)):
+  missing = [p for p in paths if not os.path.exists(p)]
   if missing:
-    pytest.skip(f"no headless browser: {missing} missing (apt-get install chromium "
-                "chromium-driver)")
+    message = (f"no headless browser: {missing} missing (apt-get install chromium "
+               "chromium-driver)")
+    if os.environ.get(REQUIRE_BROWSER) == "1":
+      pytest.fail(f"{message}, and {REQUIRE_BROWSER}=1 requires it")
+    pytest.skip(message)
+
+
+def test_ci_requires_the_browser_a_missing_one_fails(monkeypatch):
+  ci = open(os.path.join(os.path.dirname(__file__), "..", "..", ".ci", "run")).read()
+  assert f"export {REQUIRE_BROWSER}=1" in ci
+  monkeypatch.setenv(REQUIRE_BROWSER, "1")
+  with pytest.raises(pytest.fail.Exception, match="chromium"):
+    _require_browser(("/nonexistent/chromium",))
+  monkeypatch.delenv(REQUIRE_BROWSER)
+  with pytest.raises(pytest.skip.Exception):
+    _require_browser(("/nonexistent/chromium",))
+
+
+def _driver(profile_dir):
+  _require_browser()
   from selenium import webdriver  # pylint: disable=import-outside-toplevel
   from selenium.webdriver.chrome.service import Service  # pylint: disable=import-outside-toplevel
   options = webdriver.ChromeOptions()
