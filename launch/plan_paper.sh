@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The plan table of docs/pods.md: every paper-size model ahead-of-time compiled for v4-32, v4-128 and
 # v5e-256 on this (CPU) machine. Needs libtpu (pip install -e '.[tpu]'). Each compile takes
-# 1-20 minutes on 2 cores and up to ~15 GB of RAM (SoundStream for v4-128: 24 GB; more where
-# XLA searches for rematerialisations of activations that do not fit): one model at a time.
+# under a minute to ~5 minutes on 2 cores and up to ~18 GB of host RAM (SoundStream for
+# v4-128): one model at a time.
 #
 #   [SAMPLE=0] [FLASH=0] [REMAT=0] [SAMPLE_ONLY=1] bash launch/plan_paper.sh OUT_DIR [MODEL ...]
 #   MODEL: semantic coarse fine soundstream w2v_bert mulan mulan_bert_base (default: all);
