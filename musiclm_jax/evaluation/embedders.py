@@ -75,9 +75,11 @@ def musicnn_embedder(tagger, output: str = "penultimate") -> Embedder:
 
 
 def vggish_embedder(model) -> Embedder:
-  """VGGish (`musiclm_jax.evaluation.vggish.VGGish`) on its 0.96 s examples, no overlap: 128-d."""
+  """VGGish (`musiclm_jax.evaluation.vggish.VGGish`) on its 0.96 s examples, no overlap: 128-d.
+  An example spans 15600 samples (96 frames of 25 ms every 10 ms) but examples start every
+  0.96 s (15360), as the release's front end cuts them from one framing of the clip."""
   return Embedder(name=model.name, sample_rate=model.sample_rate,
-                  window_samples=model.window_samples, hop_samples=model.window_samples,
+                  window_samples=model.window_samples, hop_samples=model.hop_samples,
                   embed_fn=model.embed)
 
 

@@ -32,6 +32,9 @@ class ClipSet:
   wavs: list               # float32 [samples] each
   sample_rates: list
   reference_ids: list = dataclasses.field(default_factory=list)
+  # Generations only: per clip, how it was picked when best-of-N reranked it
+  # ({"num_candidates": N, "reranker": {"model": "mulan", "dir": ...}}), else None.
+  selections: list = dataclasses.field(default_factory=list)
 
   def __len__(self):
     return len(self.ids)
@@ -81,6 +84,9 @@ def read_generations(folder) -> ClipSet:
       clips.sample_rates.append(rate)
       ref = row.get("reference_id")
       clips.reference_ids.append(None if ref is None else str(ref))
+      candidates = int(row.get("num_candidates", 1))
+      clips.selections.append({"num_candidates": candidates, "reranker": row.get("reranker")}
+                              if candidates > 1 else None)
   if not clips.ids:
     raise ValueError(f"{index} lists no generations")
   if len(set(clips.ids)) != len(clips.ids):

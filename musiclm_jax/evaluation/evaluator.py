@@ -11,12 +11,16 @@ Metrics, each where its model is available:
   kld_softmax / kld_sigmoid   KL(reference || generated) of musicnn's 50-tag distributions
                   (metrics/kl.py). Paired per clip by `reference_id` when every generation has
                   one that is present in the references (audiocraft's pairing); otherwise each
-                  generation is compared with the mean distribution of the reference set.
+                  generation is compared with the mean distribution of the reference set
+                  (`pairing`, and `unpaired`: how many generations lacked their reference).
   mcc             MuLan cycle consistency: cosine of each generation's text and audio
                   embeddings (and mcc_reference, the same on the references: the ceiling)
   codec           SoundStream reconstruction of the reference clips (`codec_model_dir` +
                   `codec_config`): SI-SNR (dB, higher is better) and multi-scale mel distance
-Optional FAD∞ (`fad_infinity=True`) per embedder. Reference embeddings are cached per clip
+FAD∞ per embedder when either set has fewer windows than the embedding has dimensions
+(`fad_infinity=None`, the default; True / False: always / never). A generation run that
+kept the best of N candidates by MuLan is recorded under `selection`, and MCC measured with
+that same MuLan is flagged `selection_biased`. Reference embeddings are cached per clip
 (`cache_dir`), so re-evaluating another run against the same split embeds only the new clips.
 """
 import os
@@ -43,14 +47,22 @@ def _embed(embedder, clips: eval_sets.ClipSet, cache, prefix: str) -> list:
 
 
 def fad_metrics(embedder, references, generations, cache, reference_prefix: str,
-                with_infinity: bool) -> dict:
-  """FAD over every window embedding of every clip, and optionally FAD∞."""
+                with_infinity: Optional[bool] = None) -> dict:
+  """FAD over every window embedding of every clip, and FAD∞ beside it: always with
+  `with_infinity=True`, never with False, and by default (None) when either set has fewer
+  windows than the embedding has dimensions, where FAD at that n is mostly its 1/n bias."""
   ref = np.concatenate(_embed(embedder, references, cache, reference_prefix))
   gen = np.concatenate(_embed(embedder, generations, None, ""))
   result = {"fad": fad.fad(ref, gen), "reference_windows": int(ref.shape[0]),
             "generated_windows": int(gen.shape[0]), "dim": int(ref.shape[1])}
-  if with_infinity:
-    result["fad_inf"] = fad.fad_infinity(ref, gen)
+  small = min(ref.shape[0], gen.shape[0]) < ref.shape[1]
+  if with_infinity or (with_infinity is None and small):
+    try:
+      result["fad_inf"] = fad.fad_infinity(ref, gen)
+    except ValueError as error:  # too few generated windows for two subset sizes
+      if with_infinity:
+        raise
+      result["fad_inf_skipped"] = str(error)
   return result
 
 
@@ -59,8 +71,14 @@ def classifier_kl(classifier, references, generations, cache, reference_prefix: 
   ref_logits = _embed(classifier, references, cache, reference_prefix)
   gen_logits = _embed(classifier, generations, None, "")
   index = {clip_id: i for i, clip_id in enumerate(references.ids)}
-  paired = all(r is not None and r in index for r in generations.reference_ids)
-  result = {"pairing": "reference_id" if paired else "set_mean"}
+  unpaired = sum(r is None or r not in index for r in generations.reference_ids)
+  paired = unpaired == 0
+  result = {"pairing": "reference_id" if paired else "set_mean", "unpaired": unpaired}
+  if unpaired:
+    logging.warning("KL: %d of %d generations have no reference clip of their own "
+                    "(reference_id missing or absent from the references): every generation "
+                    "is compared with the reference set's mean distribution", unpaired,
+                    len(generations))
   for convention in kl.CONVENTIONS:
     ref = np.stack([kl.clip_distribution(x, convention) for x in ref_logits])
     gen = np.stack([kl.clip_distribution(x, convention) for x in gen_logits])
@@ -71,6 +89,31 @@ def classifier_kl(classifier, references, generations, cache, reference_prefix: 
     values = kl.kl_metrics(ref, gen, convention)
     result[convention] = {k: v for k, v in values.items() if k != "per_example"}
   return result
+
+
+def selection_summary(selections) -> Optional[dict]:
+  """How best-of-N picked the generations (None when none was reranked)."""
+  picked = [s for s in selections if s is not None]
+  if not picked:
+    return None
+  rerankers = {(s["reranker"] or {}).get("model", "unknown") for s in picked}
+  return {"reranked_clips": len(picked),
+          "num_candidates": sorted({s["num_candidates"] for s in picked}),
+          "scorer": sorted(rerankers),
+          "scorer_dirs": sorted({str((s["reranker"] or {}).get("dir")) for s in picked})}
+
+
+def selection_biased(selections, mulan_dir: Optional[str]) -> bool:
+  """Whether MCC judges clips that the same MuLan picked as best of N (or a MuLan the run
+  did not record, which cannot be ruled out)."""
+  for selection in selections:
+    if selection is None:
+      continue
+    scorer_dir = (selection["reranker"] or {}).get("dir")
+    if scorer_dir is None or mulan_dir is None or (
+        os.path.realpath(scorer_dir) == os.path.realpath(mulan_dir)):
+      return True
+  return False
 
 
 def mulan_cycle(mulan, clips: eval_sets.ClipSet) -> float:
@@ -100,7 +143,7 @@ def evaluate(*, generations_dir: str, reference: str, reference_split: str,
              musicnn_dir: Optional[str] = None, vggish_weights: Optional[str] = None,
              mulan_model=None, mulan_model_dir: Optional[str] = None,
              codec_config=None, codec_model_dir: Optional[str] = None,
-             fad_infinity: bool = False, cache_dir: Optional[str] = None,
+             fad_infinity: Optional[bool] = None, cache_dir: Optional[str] = None,
              output_dir: Optional[str] = None) -> str:
   """Computes every available metric; writes metrics.json and metrics.md into `output_dir`
   (default: the generation folder, next to its index.html). Returns the metrics.json path."""
@@ -133,7 +176,9 @@ def evaluate(*, generations_dir: str, reference: str, reference_split: str,
     mulan = mulan_tokenizer.MuLanEmbedder.from_model_dir(mulan_model_dir, mulan_model)
     fads["mulan"] = fad_metrics(embedders_lib.mulan_embedder(mulan), references, generations,
                                 cache, prefix, fad_infinity)
-    mcc = {"mcc": mulan_cycle(mulan, generations), "mcc_reference": mulan_cycle(mulan, references)}
+    mcc = {"mcc": mulan_cycle(mulan, generations), "mcc_reference": mulan_cycle(mulan, references),
+           "mulan_dir": mulan.source,
+           "selection_biased": selection_biased(generations.selections, mulan.source)}
   codec_result = None
   if codec_model_dir:
     if codec_config is None:
@@ -147,6 +192,7 @@ def evaluate(*, generations_dir: str, reference: str, reference_split: str,
 
   report = {"generations_dir": os.path.abspath(generations_dir),
             "num_generations": len(generations), "reference": reference_record,
+            "selection": selection_summary(generations.selections),
             "fad": fads, "kl": kld, "mcc": mcc or None,
             "codec": codec_result,
             "cache": None if cache is None else {"dir": cache.directory, "hits": cache.hits,

@@ -20,13 +20,20 @@ def markdown(report: dict) -> str:
     if "fad_inf" in values:
       rows.append((f"FAD∞ ({name})", values["fad_inf"]["fad_inf"],
                    f"extrapolated over generated subsets of {values['fad_inf']['sizes']}"))
+    elif "fad_inf_skipped" in values:
+      rows.append((f"FAD∞ ({name})", None, values["fad_inf_skipped"]))
   kld = report["kl"]
   for convention in ("softmax", "sigmoid"):
     rows.append((f"KLD ({convention}, musicnn tags)", kld[convention]["kld"],
-                 f"KL(ref ‖ gen), paired by {kld['pairing']}; both directions "
-                 f"{_fmt(kld[convention]['kld_both'])}"))
+                 f"KL(ref ‖ gen), paired by {kld['pairing']}"
+                 + (f" ({kld['unpaired']} generations without their reference)"
+                    if kld.get("unpaired") else "")
+                 + f"; both directions {_fmt(kld[convention]['kld_both'])}"))
   if report.get("mcc"):
-    rows.append(("MCC (MuLan)", report["mcc"]["mcc"], "text–audio cosine; higher is better"))
+    biased = report["mcc"].get("selection_biased")
+    rows.append(("MCC (MuLan)", report["mcc"]["mcc"], "text–audio cosine; higher is better"
+                 + ("; **selection-biased**: the clips were picked as best of N by this same "
+                    "MuLan" if biased else "")))
     rows.append(("MCC of the references", report["mcc"]["mcc_reference"],
                  "the same on the reference clips and captions"))
   if report.get("codec"):
@@ -38,6 +45,11 @@ def markdown(report: dict) -> str:
            f"({ref['split']}, {ref['num_clips']} clips)", "",
            "| metric | value | notes |", "| --- | --- | --- |"]
   lines += [f"| {name} | {_fmt(value)} | {note} |" for name, value, note in rows]
+  selection = report.get("selection")
+  if selection:
+    lines += ["", f"{selection['reranked_clips']} generations are the best of "
+              f"{selection['num_candidates']} candidates by {', '.join(selection['scorer'])} "
+              f"({', '.join(selection['scorer_dirs'])})."]
   lines += ["", PAPER + " (different embedders: only FAD_VGG is comparable).", ""]
   missing = ref.get("referenced_ids_missing") or []
   lines.append(f"Reference ids present ({ref['num_clips']}): "

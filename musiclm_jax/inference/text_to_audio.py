@@ -11,7 +11,7 @@ Prompts come from a file (one caption per line, or JSONL with `text` and optiona
 
   generations.jsonl   one record per clip: id, text, file, spectrogram, sample_rate, seconds,
                       seed, tokens (per stream), timings (of its batch), batch_size
-                      (+ mulan_score, num_candidates when reranking)
+                      (+ mulan_score, num_candidates, reranker when reranking)
   <stem>.wav          16-bit PCM; <stem> = listening_page.safe_stem(id)
   <stem>.png          its spectrogram
   index.html          the listening page, rewritten after every batch
@@ -233,7 +233,10 @@ def generate(*, load_music_lm: Callable[[], pipeline.MusicLM], output_dir: str,
       if prompt.reference_id is not None:
         record["reference_id"] = prompt.reference_id
       if out.scores is not None:
-        record.update(mulan_score=float(out.scores[row]), num_candidates=num_candidates)
+        # Which MuLan picked this clip: an evaluation that scores with the same one is biased.
+        record.update(mulan_score=float(out.scores[row]), num_candidates=num_candidates,
+                      reranker={"model": "mulan",
+                                "dir": getattr(music_lm.mulan.embedder, "source", None)})
       _append(records_path, record)
       records.append(record)
     made += len(batch)

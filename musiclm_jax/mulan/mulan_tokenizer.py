@@ -102,14 +102,19 @@ def restore_params(model: MuLanModel, model_dir, *, step: Optional[int] = None, 
 class MuLanEmbedder:
   """A trained MuLan: `embed_audio(wav)` (windowed) and `embed_text(captions)`, numpy out."""
 
-  def __init__(self, model: MuLanModel, params, max_windows: int = 64):
+  def __init__(self, model: MuLanModel, params, max_windows: int = 64,
+               source: Optional[str] = None):
+    """source: the model directory the parameters came from (recorded by whoever scores
+    with this MuLan, so an evaluation can tell whether it judges with the same one)."""
     self.model, self.params, self.max_windows = model, params, max_windows
+    self.source = source
     self._audio = jax.jit(model.embed_audio)
     self._text = jax.jit(model.embed_text)
 
   @classmethod
   def from_model_dir(cls, model_dir, model: MuLanModel, step: Optional[int] = None):
-    return cls(model, restore_params(model, model_dir, step=step))
+    return cls(model, restore_params(model, model_dir, step=step),
+               source=os.path.abspath(os.fspath(model_dir)))
 
   def embed_audio(self, wav) -> np.ndarray:
     """float `[batch, samples]` at the model's rate -> unit-norm `[batch, embed_dim]`."""

@@ -102,8 +102,42 @@ def test_evaluate_writes_metrics_beside_the_listening_page(tmp_path, references)
       generations_dir=clean, reference=eh.PAIRS_TASK, reference_split="validation",
       cache_dir=cache), encoding="utf-8"))
   assert report2["cache"]["hits"] == 2 * len(ids) and report2["cache"]["misses"] == 0
-  assert report2["kl"]["pairing"] == "set_mean"
-  assert list(report2["fad"].values())[0]["fad"] < fad_values["fad"]
+  # No reference ids: paired with the set mean, and the report says how many lacked one.
+  assert report2["kl"]["pairing"] == "set_mean" and report2["kl"]["unpaired"] == 8
+  assert "(8 generations without their reference)" in open(
+      os.path.join(clean, "metrics.md"), encoding="utf-8").read()
+  (fad2,) = report2["fad"].values()
+  assert fad2["fad"] < fad_values["fad"]
+  # 16 windows of a 200-d embedding: FAD∞ is reported beside FAD without being asked for.
+  assert fad2["generated_windows"] < fad2["dim"] and "fad_inf" in fad2
+  assert report2["selection"] is None
+
+
+def _selection(directory):
+  return {"num_candidates": 4, "reranker": {"model": "mulan", "dir": directory}}
+
+
+def test_mcc_of_clips_the_same_mulan_picked_is_flagged_as_selection_biased(tmp_path):
+  ours, other = str(tmp_path / "mulan"), str(tmp_path / "other_mulan")
+  picked = [_selection(ours), _selection(ours)]
+  assert evaluator.selection_biased(picked, ours)
+  assert evaluator.selection_biased(picked, ours + "/")
+  assert not evaluator.selection_biased(picked, other)
+  assert evaluator.selection_biased([_selection(None)], other)  # unrecorded: cannot rule out
+  assert not evaluator.selection_biased([None, None], ours)     # no best-of-N at all
+  summary = evaluator.selection_summary([None, *picked])
+  assert summary == {"reranked_clips": 2, "num_candidates": [4], "scorer": ["mulan"],
+                     "scorer_dirs": [ours]}
+  report = {"num_generations": 3, "selection": summary,
+            "reference": {"name": "r", "split": "s", "num_clips": 1, "ids_present": ["a"]},
+            "fad": {}, "kl": {"pairing": "reference_id", "unpaired": 0,
+                              **{c: {"kld": 0.1, "kld_both": 0.2} for c in kl.CONVENTIONS}},
+            "mcc": {"mcc": 0.4, "mcc_reference": 0.5, "selection_biased": True}}
+  from musiclm_jax.evaluation import metrics_report  # pylint: disable=import-outside-toplevel
+  table = metrics_report.markdown(report)
+  assert "selection-biased" in table and "best of [4] candidates by mulan" in table
+  report["mcc"]["selection_biased"] = False
+  assert "selection-biased" not in metrics_report.markdown(report)
 
 
 def test_bad_generation_folders_name_the_culprit(tmp_path, references):

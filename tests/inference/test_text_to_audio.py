@@ -162,6 +162,8 @@ def test_best_of_n_records_the_mulan_score(tmp_path):
                          prompts_file=_prompts_file(tmp_path, prompts), num_candidates=2)
   (record,) = _records(tmp_path / "out")
   assert record["num_candidates"] == 2 and -1.0 <= record["mulan_score"] <= 1.0
+  # The reranker is named: here a MuLan built in memory, from no model directory.
+  assert record["reranker"] == {"model": "mulan", "dir": None}
   assert "rerank" in record["timings"]
 
 
