@@ -29,6 +29,8 @@ import seqio
 import tensorflow as tf
 from absl import logging
 
+from musiclm_jax.core import partitioning
+
 # JAX owns the accelerators: if TF initialised a GPU/TPU it would reserve its
 # memory. This must run before TF touches any device; if something already did
 # (RuntimeError), it is too late to change and we only log it.
@@ -233,7 +235,7 @@ def to_global_batch(
 def batch_shardings(
     mesh: jax.sharding.Mesh,
     element_spec: Mapping[str, Any],
-    batch_axes: Sequence[str] = ("data", "fsdp"),
+    batch_axes: Sequence[str] = partitioning.BATCH_AXES,
 ) -> dict[str, jax.sharding.NamedSharding]:
   """Shards dim 0 of every feature over the mesh axes in `batch_axes`.
 

@@ -16,6 +16,8 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "model")
+# The axes a batch splits over (the "batch" logical axes; the model axis splits weights).
+BATCH_AXES = ("data", "fsdp")
 
 # (logical axis, mesh axis or axes or None). Parameters: embed over fsdp, the "wide" axes
 # over model. Activations keep their embed unsharded (it is the contraction axis of every

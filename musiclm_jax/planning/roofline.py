@@ -29,13 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musiclm_jax.core import partitioning
 from musiclm_jax.planning import step_flops
 from musiclm_jax.planning.tpu_slices import Chip
 
 AUDIO_SECONDS = 10.0
 MIB = 1 << 20
-# As input_pipeline.batch_shardings splits a batch.
-_BATCH_AXES = ("data", "fsdp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +91,7 @@ def decode_step(model, params, batch: int, length: int, mesh=None) -> DecodeStep
   analytic = batch * (2 * num_params + 4 * config.num_layers * config.num_heads
                       * config.head_dim * length)
   shape = dict(mesh.shape) if mesh is not None else {}
-  batch_chips = math.prod(shape.get(a, 1) for a in _BATCH_AXES)
+  batch_chips = math.prod(shape.get(a, 1) for a in partitioning.BATCH_AXES)
   batch_split = batch_chips if batch % batch_chips == 0 else 1
   model_chips = shape.get("model", 1)
 

@@ -21,13 +21,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from musiclm_jax.core import partitioning
+from musiclm_jax.core import checkpoints, partitioning
 from musiclm_jax.stages import token_layout
 from musiclm_jax.stages.stage_model import DecoderOnlyModel
 
 _FEATURES = ("decoder_input_tokens", "decoder_causal_attention")
-# The mesh axes the logical rules split a batch over ("batch" / "activation_batch").
-BATCH_AXES = ("data", "fsdp")
 
 
 def abstract_params(model: DecoderOnlyModel, mesh: Mesh, rules) -> object:
@@ -37,8 +35,7 @@ def abstract_params(model: DecoderOnlyModel, mesh: Mesh, rules) -> object:
   boxed = jax.eval_shape(lambda rng: model.get_initial_variables(
       rng, {"decoder_input_tokens": (1, 8)}), jax.random.key(0))["params"]
   shardings = partitioning.logical_to_shardings(mesh, boxed, rules)
-  return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                      nn.meta.unbox(boxed), shardings)
+  return checkpoints.abstract_with_shardings(nn.meta.unbox(boxed), shardings)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -62,7 +59,7 @@ class StageSampler:
         (1, 1, 1), jax.devices()[:1])
     rules = partitioning.logical_axis_rules() if self.rules is None else tuple(self.rules)
     shardings = jax.tree.map(lambda x: x.sharding, abstract_params(self.model, mesh, rules))
-    batch = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+    batch = NamedSharding(mesh, PartitionSpec(partitioning.BATCH_AXES))
     replicated = partitioning.replicated(mesh)
     for name, value in (("mesh", mesh), ("rules", rules), ("_replicated", replicated),
                         ("params", jax.device_put(self.params, shardings))):
@@ -78,7 +75,7 @@ class StageSampler:
   @property
   def batch_multiple(self) -> int:
     """Rows the batch is padded to a multiple of: the devices it is split over."""
-    return math.prod(self.mesh.shape[a] for a in BATCH_AXES)
+    return math.prod(self.mesh.shape[a] for a in partitioning.BATCH_AXES)
 
   def _sample_impl(self, params, inputs, rng, max_new):
     return self.model.predict_batch_with_aux(

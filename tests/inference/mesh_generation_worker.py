@@ -21,7 +21,6 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from musiclm_jax.core import gin_utils, partitioning
 from musiclm_jax.inference import pipeline
-from musiclm_jax.stages import generation
 from tests import pipeline_helpers
 
 # name -> pipeline.load.mesh_shape; None keeps its default, all 8 devices over data.
@@ -49,7 +48,7 @@ def cache_spec(sampler) -> str:
   """The sharding GSPMD gives the first layer's cached keys `[batch, length, heads, kv]` when
   the sampler's parameters and a batch of 8 prompts prefill the KV cache."""
   tokens = jax.device_put(np.ones((8, 16), np.int32),
-                          NamedSharding(sampler.mesh, PartitionSpec(generation.BATCH_AXES)))
+                          NamedSharding(sampler.mesh, PartitionSpec(partitioning.BATCH_AXES)))
   with jax.set_mesh(sampler.mesh), nn.logical_axis_rules(sampler.rules):
     cache, _ = jax.jit(sampler.model.prefill_cache)(sampler.params, tokens, tokens)
   keys = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(cache)

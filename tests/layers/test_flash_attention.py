@@ -9,7 +9,8 @@ import pytest
 from musiclm_jax.layers.flash_attention import (attention_bias, block_size_for, flash_attention,
                                                 padded_length)
 from musiclm_jax.layers.relative_position import RelativePositionBiases
-from tests.layers.test_blockwise_attention import HEAD_DIM, HEADS, LENGTH, _reference, _token_mask
+from tests.layers.test_blockwise_attention import (HEADS, LENGTH, _token_mask,
+                                                    assert_equals_reference)
 
 
 def _flash(query, key, value, table, token_mask):
@@ -22,25 +23,7 @@ def _flash(query, key, value, table, token_mask):
 
 
 def test_flash_equals_reference_values_and_gradients():
-  keys = jax.random.split(jax.random.key(0), 5)
-  query, key, value = (jax.random.normal(k, (2, LENGTH, HEADS, HEAD_DIM)) for k in keys[:3])
-  table = jax.random.normal(keys[3], (HEADS, 32))
-  token_mask = _token_mask()
-  weight = jax.random.normal(keys[4], query.shape) * token_mask.valid[:, :, None, None]
-
-  def loss(fn, *args):
-    return jnp.sum(fn(*args, token_mask) * weight)
-
-  ref = _reference(query, key, value, table, token_mask)
-  out = jax.jit(_flash)(query, key, value, table, token_mask)
-  valid = np.asarray(token_mask.valid)
-  np.testing.assert_allclose(np.asarray(out)[valid], np.asarray(ref)[valid], atol=1e-5, rtol=1e-5)
-  ref_grads = jax.grad(lambda *a: loss(_reference, *a), argnums=(0, 1, 2, 3))(
-      query, key, value, table)
-  grads = jax.jit(jax.grad(lambda *a: loss(_flash, *a), argnums=(0, 1, 2, 3)))(
-      query, key, value, table)
-  for name, g, r in zip(("query", "key", "value", "bias table"), grads, ref_grads):
-    np.testing.assert_allclose(g, r, atol=1e-4, rtol=1e-4, err_msg=name)
+  assert_equals_reference(jax.jit(_flash))
 
 
 def test_bias_masks_padding_past_the_length():
