@@ -62,6 +62,9 @@ def _test_clip(seconds=5.0) -> np.ndarray:
 def _assert_close_at_scale(ours, theirs):
   scale = np.abs(theirs).max()
   assert scale > 1.0 and np.std(theirs) > 0.1   # not a dead (all-zero) or constant output
+  # `pytest -s` shows the measured agreement (the numbers docs/evaluation.md quotes).
+  print(f"embeddings: max |ours - release| {np.abs(ours - theirs).max():.2g}, "
+        f"{np.abs(ours - theirs).max() / scale:.2g} of the output scale {scale:.3g}")
   np.testing.assert_allclose(ours / scale, theirs / scale, rtol=TOLERANCE, atol=TOLERANCE)
 
 
@@ -84,6 +87,8 @@ def test_front_end_matches_the_published_definition():
   windows = wav[starts[:, None] + np.arange(vggish.WINDOW_SAMPLES)]
   ours = np.asarray(vggish.log_mel_examples(windows))
   assert ours.shape == theirs.shape == (5, 96, 64)
+  print(f"log-mel: max |ours - release| {np.abs(ours - theirs).max():.2g}; mel matrix "
+        f"{np.abs(vggish.mel_matrix() - reference.mel_matrix(257)).max():.2g}")
   np.testing.assert_allclose(ours, theirs, rtol=0, atol=TOLERANCE)
 
 
