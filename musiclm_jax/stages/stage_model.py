@@ -139,9 +139,17 @@ class DecoderOnlyModel(BaseModel):
     inputs_lengths = jnp.repeat(inputs_lengths, num_decodes)
 
     def callback(logits, state):
+      # The model's vocabulary may be padded past the stage's ids (padded_vocab_size): those
+      # ids are never allowed.
+      pad = logits.shape[-1] - table.shape[-1]
+      if pad < 0:
+        raise ValueError(f"the model's {logits.shape[-1]} logits are fewer than stage "
+                         f"{self.stage.name!r}'s {table.shape[-1]} ids")
+      allowed_table = jnp.pad(table, ((0, 0), (0, pad)))
+      only_eos = jnp.pad(eos_only, (0, pad))
       generated = state.cur_index - inputs_lengths
-      allowed = table[generated % len(levels)]
-      allowed = jnp.where((generated >= length - 1 - inputs_lengths)[:, None], eos_only, allowed)
+      allowed = allowed_table[generated % len(levels)]
+      allowed = jnp.where((generated >= length - 1 - inputs_lengths)[:, None], only_eos, allowed)
       return jnp.where(allowed, logits, decoding.NEG_INF)
 
     return callback

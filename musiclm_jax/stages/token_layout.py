@@ -315,10 +315,24 @@ gin.register(tiny, module="token_layout")
 TINY = tiny()
 
 
+def padded_vocab_size(vocab_size: int, pad_to_multiple: int = 1) -> int:
+    """`vocab_size` rounded up to a multiple of `pad_to_multiple`.
+
+    A model axis shards the embedding and logits over the vocabulary, so the paper stages'
+    13,314 / 17,410 / 12,290 ids (not multiples of 4) would refuse a model axis of 4 or more.
+    The ids past the stage's own never occur as targets, and sampling masks them out.
+    """
+    if pad_to_multiple <= 0:
+        raise ValueError(f"pad_to_multiple must be positive, got {pad_to_multiple}")
+    return -(-vocab_size // pad_to_multiple) * pad_to_multiple
+
+
 @gin.configurable(module="token_layout")
-def stage_vocab_size(stage: str = gin.REQUIRED, layout: TokenLayout = PAPER) -> int:
-    """For gin: `TransformerConfig.vocab_size = @token_layout.stage_vocab_size()`."""
-    return layout.stage(stage).vocab_size
+def stage_vocab_size(stage: str = gin.REQUIRED, layout: TokenLayout = PAPER,
+                     pad_to_multiple: int = 1) -> int:
+    """For gin: `TransformerConfig.vocab_size = @token_layout.stage_vocab_size()`: the stage's
+    ids, padded (padded_vocab_size) to a multiple any model axis of the run divides."""
+    return padded_vocab_size(layout.stage(stage).vocab_size, pad_to_multiple)
 
 
 @gin.configurable(module="token_layout")

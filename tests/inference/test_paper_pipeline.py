@@ -36,7 +36,9 @@ def test_the_stages_are_the_paper_transformers_with_their_vocabularies_and_crops
     config = model.module.config
     assert (config.num_layers, config.emb_dim, config.num_heads, config.head_dim,
             config.mlp_dim, config.scan_layers) == (24, 1024, 16, 64, 4096, True)
-    assert config.vocab_size == PAPER.stage(name).vocab_size
+    # The stage's ids padded to a multiple of 128, so any model axis up to 128 divides them.
+    assert config.vocab_size % 128 == 0
+    assert 0 <= config.vocab_size - PAPER.stage(name).vocab_size < 128
     assert model.default_decoder_params == {"temperature": decoding.STAGE_TEMPERATURES[name]}
     assert crops[name] == token_layout.STAGES[name]["crop_seconds"]
 

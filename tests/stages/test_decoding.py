@@ -13,9 +13,10 @@ from tests.helpers import tiny_transformer_config
 LAYOUT = token_layout.TINY
 
 
-def _stage_model(stage_name, **kwargs):
+def _stage_model(stage_name, pad_to_multiple=1, **kwargs):
   stage = LAYOUT.stage(stage_name)
-  module = DecoderOnlyTransformer(tiny_transformer_config(vocab_size=stage.vocab_size))
+  module = DecoderOnlyTransformer(tiny_transformer_config(
+      vocab_size=token_layout.padded_vocab_size(stage.vocab_size, pad_to_multiple)))
   return DecoderOnlyModel(module, stage=stage, **kwargs)
 
 
@@ -80,9 +81,13 @@ def test_kv_cache_sampling_equals_naive_recompute_token_for_token(temperature, t
   np.testing.assert_array_equal(np.asarray(decodes)[:, :length - num_inputs], expected)
 
 
-def test_level_masks_hold_for_coarse_and_fine_sampling():
+@pytest.mark.parametrize("pad_to_multiple", [1, 128])
+def test_level_masks_hold_for_coarse_and_fine_sampling(pad_to_multiple):
+  """Also with the vocabulary padded past the stage's ids: the padding is never sampled."""
   for stage_name in ("coarse", "fine"):
-    model = _stage_model(stage_name)
+    model = _stage_model(stage_name, pad_to_multiple)
+    if pad_to_multiple > 1:
+      assert model.module.config.vocab_size > model.stage.vocab_size
     stage = model.stage
     ((stream, levels),) = stage.writes
     num_inputs = 4 if stage_name == "coarse" else 2 * len(stage.stream_levels("acoustic")[:2])

@@ -215,3 +215,15 @@ def test_gin_binds_token_layout_fields():
         layout = gin.get_configurable("token_layout.TokenLayout")()
     assert (layout.acoustic_levels, layout.coarse_levels, layout.fine_levels) == (8, 3, 5)
     assert TokenLayout().acoustic_levels == 12  # direct Python calls stay unconfigured
+
+
+def test_padded_vocab_sizes_divide_by_the_multiple_and_keep_every_id():
+    for name in token_layout.STAGE_NAMES:
+        ids = PAPER.stage(name).vocab_size
+        padded = token_layout.padded_vocab_size(ids, 128)
+        assert padded % 128 == 0 and ids <= padded < ids + 128
+        assert token_layout.stage_vocab_size(name, PAPER, pad_to_multiple=128) == padded
+        assert token_layout.stage_vocab_size(name, PAPER) == ids
+    assert token_layout.padded_vocab_size(256, 128) == 256
+    with pytest.raises(ValueError, match="pad_to_multiple"):
+        token_layout.padded_vocab_size(10, 0)
