@@ -161,7 +161,7 @@ def finished_records(output_dir: str) -> list[dict]:
   return records
 
 
-def _write_wav(path: str, wav: np.ndarray, sample_rate: int) -> None:
+def write_wav(path: str, wav: np.ndarray, sample_rate: int) -> None:
   with files.atomic_path(path, suffix=".wav") as tmp:
     sf.write(tmp, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
 
@@ -222,7 +222,7 @@ def generate(*, load_music_lm: Callable[[], pipeline.MusicLM], output_dir: str,
                             num_candidates=num_candidates)
     for row, prompt in enumerate(batch):
       stem = listening_page.safe_stem(prompt.id)
-      _write_wav(os.path.join(output_dir, stem + ".wav"), out.wav[row], out.sample_rate)
+      write_wav(os.path.join(output_dir, stem + ".wav"), out.wav[row], out.sample_rate)
       listening_page.write_spectrogram(out.wav[row], out.sample_rate,
                                        os.path.join(output_dir, stem + ".png"))
       record = {"id": prompt.id, "text": prompt.text, "file": stem + ".wav",

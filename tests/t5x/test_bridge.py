@@ -37,6 +37,8 @@ from musiclm_jax.t5x_bridge import partitioning as bridge_partitioning  # noqa: 
 from musiclm_jax.t5x_bridge.model import StageModel, optax_optimizer  # noqa: E402
 
 LAYOUT = token_layout.TINY
+# Hot sampling with classifier-free guidance: an unmasked model would stray out of its levels.
+GUIDED = {"temperature": 2.0, "guidance_scale": 3.0}
 
 
 def _models(stage_name="coarse", cfg_dropout_rate=0.0):
@@ -136,8 +138,8 @@ def test_conditioning_dropout_trains_the_unconditional_model_too():
   assert not np.isclose(dropped, kept)
 
 
-def test_t5x_predictions_are_our_samples_sorted_best_last_with_level_masks():
-  ours, model = _models("fine")
+def test_t5x_predictions_are_our_guided_samples_sorted_best_last_with_level_masks():
+  ours, model = _models("coarse")
   params = nn.meta.unbox(ours.get_initial_variables(
       jax.random.key(3), {"decoder_input_tokens": (1, 16)})["params"])
   batch, _ = _batch(ours.stage)
@@ -146,16 +148,18 @@ def test_t5x_predictions_are_our_samples_sorted_best_last_with_level_masks():
   rng = jax.random.key(4)
   mine, aux = ours.predict_batch_with_aux(params, prompt, rng, num_decodes=4,
                                           return_all_decodes=True,
-                                          decoder_params={"temperature": 2.0})
+                                          decoder_params=GUIDED)
   theirs, t_aux = model.predict_batch_with_aux(
       params, prompt, num_decodes=4, return_all_decodes=True,
-      decoder_params={"temperature": 2.0, "decode_rng": rng})
+      decoder_params={**GUIDED, "decode_rng": rng})
   order = np.argsort(np.asarray(aux["scores"]), axis=-1)
   np.testing.assert_array_equal(np.take_along_axis(np.asarray(mine), order[..., None], 1), theirs)
   assert np.all(np.diff(np.asarray(t_aux["scores"]), axis=-1) >= 0)
-  best, best_aux = model.predict_batch_with_aux(params, prompt, rng,
-                                                decoder_params={"temperature": 2.0},
-                                                num_decodes=4)
+  best, _ = model.predict_batch_with_aux(params, prompt, rng, decoder_params=GUIDED,
+                                         num_decodes=4)
+  unguided, _ = model.predict_batch_with_aux(params, prompt, rng, num_decodes=4,
+                                             decoder_params={"temperature": 2.0})
+  assert not np.array_equal(best, unguided)  # guidance reaches t5x's predictions
   np.testing.assert_array_equal(best, np.asarray(theirs)[:, -1])
   ((stream, levels),) = ours.stage.writes
   codes = np.asarray(best)[:, :2 * len(levels)]
