@@ -24,6 +24,11 @@ INSTALL_REQUIRES = [
     "matplotlib==3.11.2",
     # tensorflow-datasets 4.9.10 imports it but declares it only for Python < 3.9.
     "importlib_resources==7.1.0",
+    # rendered_scores: music21's corpus (scores) and pretty-midi's wheel (the TimGM6mb
+    # General MIDI soundfont); basic-pitch's transcription model runs on onnxruntime.
+    "music21==10.5.1",
+    "pretty-midi==0.2.11.post0",
+    "onnxruntime==1.32.0",
 ]
 
 EXTRAS = {

@@ -3,6 +3,7 @@
   python -m musiclm_jax.build_data fma/small_16k --manual_dir ~/fma --data_dir ~/tensorflow_datasets
   python -m musiclm_jax.build_data musiccaps/16k --manual_dir ~/musiccaps
   python -m musiclm_jax.build_data synthetic_music/16k
+  python -m musiclm_jax.build_data rendered_scores/demo
 
 --data_dir defaults to the tasks' own (musiclm_jax.data.audio_tasks.tfds_data_dir: $MUSICLM_TFDS_DIR,
 else ~/tensorflow_datasets); --manual_dir to TFDS's <data_dir>/downloads/manual. Prints
@@ -13,7 +14,7 @@ import sys
 
 import tensorflow_datasets as tfds
 
-from musiclm_jax.data import (audio_tasks)  # also registers the fma, musiccaps, synthetic_music builders
+from musiclm_jax.data import (audio_tasks)  # also registers the fma, musiccaps, synthetic_music, rendered_scores builders
 from musiclm_jax.data import tfds_audio
 
 

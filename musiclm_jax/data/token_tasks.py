@@ -43,6 +43,7 @@ from absl import logging
 from musiclm_jax.data import music_tokenizers
 from musiclm_jax.stages import token_layout
 from musiclm_jax.data import audio_tasks, fma, musiccaps, stage_tasks, synthetic_music, tfds_audio
+from musiclm_jax.data import rendered_scores
 from musiclm_jax.data.synthetic_tokens import token_stream_features
 
 TOKENIZERS_GIN_ENV = "MUSICLM_TOKENIZERS_GIN"
@@ -337,17 +338,23 @@ FMA_CLIP_SECONDS = 29.0
 MUSICCAPS_CLIP_SECONDS = 9.6
 
 
+def layout_and_crops(config_name: str, clip_seconds: float,
+                     layout: Optional[token_layout.TokenLayout] = None):
+  """(layout, stage crops) of a generated set's config: by default the tiny layout with the
+  synthetic token streams' crop fractions for TINY_SYNTHETIC_CONFIGS, else the paper's."""
+  if layout is None:
+    layout = token_layout.TINY if config_name in TINY_SYNTHETIC_CONFIGS else token_layout.PAPER
+  if layout == token_layout.TINY:
+    return layout, {s: clip_seconds * f for s, f in TINY_SYNTHETIC_CROP_FRACTIONS.items()}
+  return layout, paper_crops(clip_seconds, layout)
+
+
 def synthetic_music_spec(config, layout: Optional[token_layout.TokenLayout] = None) -> TokenTaskSpec:
   """The tokenizing task of a synthetic_music config: by default the tiny token layout for the
   configs in TINY_SYNTHETIC_CONFIGS, the paper layout for the others."""
   if isinstance(config, str):
     config = synthetic_music.config_by_name(config)
-  if layout is None:
-    layout = token_layout.TINY if config.name in TINY_SYNTHETIC_CONFIGS else token_layout.PAPER
-  if layout == token_layout.TINY:
-    crops = {s: config.seconds * f for s, f in TINY_SYNTHETIC_CROP_FRACTIONS.items()}
-  else:
-    crops = paper_crops(config.seconds, layout)
+  layout, crops = layout_and_crops(config.name, config.seconds, layout)
   return TokenTaskSpec(
       dataset=synthetic_music.NAME, config=config.name, version=synthetic_music.VERSION,
       splits=("train", "validation"), sample_rate=config.sample_rate, id_key="clip_index",
@@ -361,6 +368,23 @@ def register_synthetic_music_token_tasks(config, layout=None) -> str:
 
 for _config in synthetic_music.BUILDER_CONFIGS:
   register_synthetic_music_token_tasks(_config)
+
+
+def rendered_scores_spec(config, layout: Optional[token_layout.TokenLayout] = None) -> TokenTaskSpec:
+  """The tokenizing task of a rendered_scores config: the tiny layout (and the synthetic set's
+  crop fractions) for its tiny and demo configs, the paper layout for the full ones."""
+  if isinstance(config, str):
+    config = rendered_scores.config_by_name(config)
+  layout, crops = layout_and_crops(config.name, config.seconds, layout)
+  return TokenTaskSpec(
+      dataset=rendered_scores.NAME, config=config.name, version=rendered_scores.VERSION,
+      splits=rendered_scores.SPLITS, sample_rate=config.sample_rate, id_key="clip_id",
+      layout=layout, crop_seconds=crops, caption_key="caption",
+      prepare=lambda data_dir: rendered_scores.ensure_built(config, data_dir))
+
+
+for _config in rendered_scores.BUILDER_CONFIGS:
+  register_token_tasks(rendered_scores_spec(_config))
 for _config in fma.BUILDER_CONFIGS:
   register_token_tasks(TokenTaskSpec(
       dataset=fma.NAME, config=_config.name, version=fma.VERSION,
