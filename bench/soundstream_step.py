@@ -28,30 +28,40 @@ from musiclm_jax.core.train_state import TrainState
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def build_steps(batch_size: int = 8, seconds: float = 1.0):
+  """The tiny codec's jitted train step per phase, each with the state at a step of that
+  phase and a noise batch: `(model, samples, [(step, phase, train_step, state, batch)])`."""
+  gin.add_config_file_search_path(os.path.join(REPO, "musiclm_jax", "gin"))
+  gin.parse_config_files_and_bindings(["models/soundstream/tiny.gin"], [])
+  model = soundstream_gan.SoundStream()
+  samples = int(seconds * model.config.sample_rate) // model.config.hop * model.config.hop
+  variables = nn.meta.unbox(model.get_initial_variables(jax.random.key(0),
+                                                        {"audio": (batch_size, samples)}))
+  optimizer = model.make_optimizer(lambda: optax.adam(1e-3), None)
+  params = variables.pop("params")
+  state = TrainState.create(params, optimizer.init(params), variables)
+  noise = np.random.default_rng(0).normal(size=(batch_size, samples)).astype(np.float32)
+  batch = {"audio": jnp.asarray(0.1 * noise)}
+  steps = []
+  for step in (0, model.discriminator_start_step):
+    phase = model.train_phase(step)
+    train_step = jax.jit(lambda s, b, p=phase: model.train_step(s, b, jax.random.key(1),
+                                                                optimizer, phase=p))
+    steps.append((step, phase, train_step,
+                  state.replace(step=jnp.asarray(step, state.step.dtype)), batch))
+  return model, samples, steps
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--seconds", type=float, default=1.0)
   parser.add_argument("--repeats", type=int, default=6)
   args = parser.parse_args()
-  gin.add_config_file_search_path(os.path.join(REPO, "musiclm_jax", "gin"))
-  gin.parse_config_files_and_bindings(["models/soundstream/tiny.gin"], [])
-  model = soundstream_gan.SoundStream()
-  samples = int(args.seconds * model.config.sample_rate) // model.config.hop * model.config.hop
-  variables = nn.meta.unbox(model.get_initial_variables(jax.random.key(0),
-                                                        {"audio": (args.batch, samples)}))
-  optimizer = model.make_optimizer(lambda: optax.adam(1e-3), None)
-  params = variables.pop("params")
-  state = TrainState.create(params, optimizer.init(params), variables)
-  noise = np.random.default_rng(0).normal(size=(args.batch, samples)).astype(np.float32)
-  batch = {"audio": jnp.asarray(0.1 * noise)}
+  model, samples, steps = build_steps(args.batch, args.seconds)
   print(f"tiny SoundStream, batch {args.batch} x {samples} samples, discriminators from step "
         f"{model.discriminator_start_step}")
-  for step in (0, model.discriminator_start_step):
-    phase = model.train_phase(step)
-    train_step = jax.jit(lambda s, b, p=phase: model.train_step(s, b, jax.random.key(1),
-                                                                optimizer, phase=p))
-    at_step = state.replace(step=jnp.asarray(step, state.step.dtype))
+  for step, phase, train_step, at_step, batch in steps:
     jax.block_until_ready(train_step(at_step, batch))
     times = []
     for _ in range(args.repeats):

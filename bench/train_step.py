@@ -42,6 +42,7 @@ Softmax, norms, dropout, the loss and the optimizer update are not counted. XLA'
 Matmul peak: best of several jitted float32 `jnp.dot` of 2048 x 2048 matrices, 2 n^3 / t.
 """
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -220,7 +221,10 @@ def random_prefix_lm_batch(rng: np.random.Generator, batch: int, seq: int, vocab
   }
 
 
-def bench_config(name, cfg: TransformerConfig, seq: int, batch: int, steps: int, budget: float):
+def build_train_step(cfg: TransformerConfig, seq: int, batch: int):
+  """The jitted train step as `trainer.train` builds it, on a 1-device mesh, with its state,
+  two random batches and a factory of the mesh context to run it in: `(train_step, state,
+  batches, rng, setup, context)`."""
   model = stage_model.DecoderOnlyModel(DecoderOnlyTransformer(cfg))
   optimizer = optimizers.create(optax.constant_schedule(1e-3))
   mesh = partitioning.create_mesh((1, 1, 1), devices=jax.devices()[:1])
@@ -228,18 +232,29 @@ def bench_config(name, cfg: TransformerConfig, seq: int, batch: int, steps: int,
   rng = np.random.default_rng(0)
   host_batches = [random_prefix_lm_batch(rng, batch, seq, cfg.vocab_size) for _ in range(2)]
   input_shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in host_batches[0].items()}
-
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  context = functools.partial(_on_mesh, mesh, rules)
+  with context():
     setup = trainer.shard_model(model, optimizer, input_shapes, mesh, rules)
     shardings = input_pipeline.batch_shardings(mesh, input_shapes)
     batches = [jax.device_put(b, shardings) for b in host_batches]
     state = setup.init_fn(jax.random.key(0))
-    step_rng = jax.random.key(1)
     train_step = jax.jit(
         functools.partial(model.train_step, optimizer=optimizer, num_microbatches=1),
         in_shardings=(setup.state_shardings, shardings, partitioning.replicated(mesh)),
         out_shardings=(setup.state_shardings, partitioning.replicated(mesh)),
         donate_argnums=(0,))
+  return train_step, state, batches, jax.random.key(1), setup, context
+
+
+@contextlib.contextmanager
+def _on_mesh(mesh, rules):
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def bench_config(name, cfg: TransformerConfig, seq: int, batch: int, steps: int, budget: float):
+  train_step, state, batches, step_rng, setup, context = build_train_step(cfg, seq, batch)
+  with context():
     start = time.perf_counter()
     compiled = train_step.lower(state, batches[0], step_rng).compile()
     compile_s = time.perf_counter() - start
