@@ -178,10 +178,9 @@ def prompt_following(clips: Sequence[np.ndarray], sample_rate: int,
   return results
 
 
-def report(generations_dir: str, prompts_file: str, seconds: float,
-           attributes: Mapping[str, Sequence[str]],
-           space: music_synth.AttributeSpace = music_synth.FULL) -> dict:
-  """prompt_following() over a generation folder whose prompts file records `attributes`."""
+def read_generations(generations_dir: str, prompts_file: str) -> tuple[list, int, list]:
+  """(clips, sample rate, each clip's prompt attributes) of a generation folder whose
+  prompts file records the attributes of every prompt."""
   import json  # pylint: disable=import-outside-toplevel
   import soundfile as sf  # pylint: disable=import-outside-toplevel
   with open(prompts_file, encoding="utf-8") as f:
@@ -195,5 +194,12 @@ def report(generations_dir: str, prompts_file: str, seconds: float,
                        for r in records))
   if len(set(rates)) != 1:
     raise ValueError(f"{generations_dir}: clips at several sample rates {sorted(set(rates))}")
-  return prompt_following(clips, rates[0], [prompted[r["id"]] for r in records], attributes,
-                          seconds, space)
+  return list(clips), rates[0], [prompted[r["id"]] for r in records]
+
+
+def report(generations_dir: str, prompts_file: str, seconds: float,
+           attributes: Mapping[str, Sequence[str]],
+           space: music_synth.AttributeSpace = music_synth.FULL) -> dict:
+  """prompt_following() over a generation folder whose prompts file records `attributes`."""
+  clips, rate, prompted = read_generations(generations_dir, prompts_file)
+  return prompt_following(clips, rate, prompted, attributes, seconds, space)
