@@ -71,17 +71,25 @@ def _train(name: str, description: str, model_gin: str, task_gin: str, model_dir
               (_checkpoint(model_dir, steps),), env)
 
 
-def steps(output_dir: str, steps_scale: float = 1.0) -> list[Step]:
+# The steps that make the three frozen tokenizers; any data set with a `demo` config and
+# `<dataset>_{audio,pairs}_demo` tasks can run them (musiclm_jax/demo/tokenizers.py).
+TOKENIZER_STEPS = ("data", "soundstream", "w2v_bert", "kmeans", "mulan", "mulan_rvq")
+
+
+def steps(output_dir: str, steps_scale: float = 1.0,
+          dataset: str = "synthetic_music") -> list[Step]:
+  """The recipe; `dataset` changes what the tokenizer steps build and train on (the steps
+  after them are the synthetic set's: its prompts and prompt-following judges)."""
   out = Paths(os.path.abspath(output_dir))
   n = {k: max(1, int(round(v * steps_scale))) for k, v in TRAIN_STEPS.items()}
   # Every step reads and writes the demo's own TFDS folder, never ~/tensorflow_datasets.
   env = {"MUSICLM_TFDS_DIR": out.tfds}
-  audio = (f"--gin.MIXTURE_OR_TASK_NAME='{AUDIO_TASK}'",)
-  pairs = (f"--gin.MIXTURE_OR_TASK_NAME='{PAIRS_TASK}'",)
+  audio = (f"--gin.MIXTURE_OR_TASK_NAME='{dataset}_audio_{DATASET_CONFIG}'",)
+  pairs = (f"--gin.MIXTURE_OR_TASK_NAME='{dataset}_pairs_{DATASET_CONFIG}'",)
   return [
-      Step("data", "build the synthetic captioned-music set (TFDS)", "musiclm_jax.build_data",
-           (f"synthetic_music/{DATASET_CONFIG}",),
-           (os.path.join(out.tfds, "synthetic_music", DATASET_CONFIG),), env),
+      Step("data", f"build the {dataset} captioned-music set (TFDS)", "musiclm_jax.build_data",
+           (f"{dataset}/{DATASET_CONFIG}",),
+           (os.path.join(out.tfds, dataset, DATASET_CONFIG),), env),
       _train("soundstream", "train the SoundStream codec (GAN)", "models/soundstream/tiny.gin",
              "tasks/synthetic_music_audio.gin", out.soundstream, n["soundstream"], env, *audio,
              "--gin.soundstream.SoundStream.discriminator_start_step="

@@ -20,7 +20,7 @@ from musiclm_jax.core import audio
 
 GENERATIONS_FILE = "generations.jsonl"
 REQUIRED_FIELDS = ("id", "text", "file", "sample_rate", "seconds")
-ID_KEYS = ("ytid", "id", "clip_index", "track_id")
+ID_KEYS = ("ytid", "id", "clip_index", "track_id", "clip_id")
 TEXT_KEYS = ("caption", "text", "description")
 
 
