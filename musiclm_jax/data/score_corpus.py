@@ -190,7 +190,9 @@ def describe(work: Work, score) -> dict[str, str]:
     return {"composer": composer, "title": title, "form": "piece", "source": source}
   form = spec.form
   if spec.forms_from_title:
-    form = title_form(title) or form
+    # The file name too: Palestrina's say `Benedictus_23_a` where the title names the mass.
+    stem = work.work_id.rsplit("/", 1)[-1].split("#")[0].replace("_", " ")
+    form = title_form(title) or title_form(stem) or form
   if spec.source.startswith("by "):
     composer = spec.source[3:]  # the folder is the composer; the metadata field may not be
   return {"composer": composer, "title": title, "form": form, "source": spec.source}

@@ -131,6 +131,8 @@ def test_describe_prefers_the_collection_and_survives_missing_metadata():
   reel = score_corpus.Work("ryansMammoth/X", "ryansMammoth", "x.abc", None,
                            "The Rights of Man -- Hornpipe")
   assert score_corpus.describe(reel, bare)["form"] == "hornpipe"
+  mass = score_corpus.Work("palestrina/Benedictus_23_a", "palestrina", "x.krn", None, "")
+  assert score_corpus.describe(mass, bare)["form"] == "mass movement"  # from the file name
   unknown = score_corpus.Work("beach/x", "beach", "x.mxl", None, "")
   assert score_corpus.describe(unknown, bare)["source"] == "from the music21 corpus"
   assert score_corpus.title_form("Kyrie II") == "mass movement"
