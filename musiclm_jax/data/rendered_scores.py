@@ -212,6 +212,10 @@ def work_clips(work: score_corpus.Work, heldout: str, config: RenderedScoresConf
     except ClipError as error:
       yield clip, error
       continue
+    except Exception as error:  # pylint: disable=broad-except
+      # music21's analysis can fail on odd notes; one bad clip must not stop a build.
+      yield clip, ClipError(tfds_audio.UNDECODABLE, f"{type(error).__name__}: {error}")
+      continue
     # Its own generator: wording never changes what is rendered.
     caption = score_captions.write_caption(attributes, np.random.default_rng(key + [1]))
     yield clip, wav, caption, attributes

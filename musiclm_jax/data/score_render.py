@@ -72,7 +72,7 @@ def part_notes(part) -> list[Note]:
     velocity = element.volume.velocity if element.volume.velocity else DEFAULT_VELOCITY
     start = float(element.offset)
     for pitch in element.pitches:
-      midi = int(round(pitch.ps))
+      midi = fold_onto_keyboard(int(round(pitch.ps)))  # microtones round to the nearest key
       notes.append(Note(start, start + length, midi, int(velocity)))
   notes.sort(key=lambda n: (n.start, n.pitch))
   return notes
@@ -124,17 +124,18 @@ def window(parts: Sequence[Sequence[Note]], start: float, end: float) -> list[li
   return out
 
 
+def fold_onto_keyboard(pitch: int) -> int:
+  """A MIDI pitch off the piano's keys, moved by octaves onto them."""
+  while pitch < LOWEST_MIDI:
+    pitch += 12
+  while pitch > HIGHEST_MIDI:
+    pitch -= 12
+  return pitch
+
+
 def transpose(parts, semitones: int) -> list[list[Note]]:
   """Shifted by `semitones`; a note pushed off the keyboard moves by octaves back onto it."""
-
-  def fold(pitch):
-    while pitch < LOWEST_MIDI:
-      pitch += 12
-    while pitch > HIGHEST_MIDI:
-      pitch -= 12
-    return pitch
-
-  return [[dataclasses.replace(n, pitch=fold(n.pitch + semitones)) for n in notes]
+  return [[dataclasses.replace(n, pitch=fold_onto_keyboard(n.pitch + semitones)) for n in notes]
           for notes in parts]
 
 

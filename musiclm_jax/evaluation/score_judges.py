@@ -32,7 +32,7 @@ from musiclm_jax.evaluation import transcription
 # attribute -> (its values from lower to higher, the transcription feature that orders them)
 TRANSCRIPTION_ORDERS = {
     "tempo": (("slow", "moderate", "fast"), "notes_per_second"),
-    "num_voices": (tuple(str(n) for n in range(1, 33)), "polyphony"),
+    "num_voices": (tuple(str(n) for n in range(1, 129)), "polyphony"),
     "register": (("low", "mid", "high"), "register"),
 }
 OUTPUT = "score_judges.json"
@@ -77,6 +77,13 @@ def instrument_following(probabilities: Mapping[str, np.ndarray],
   return result
 
 
+def _words(value) -> list[str]:
+  """A prompt's instruments: a list of words, or one word (a bare string is not its letters)."""
+  if isinstance(value, (str, bytes)):
+    value = [value]
+  return [w.decode() if isinstance(w, bytes) else str(w) for w in value]
+
+
 def judge(clips: Sequence[np.ndarray], sample_rate: int,
           prompt_attributes: Sequence[Mapping[str, object]],
           transcriber: Optional[transcription.Transcriber] = None,
@@ -100,7 +107,7 @@ def judge(clips: Sequence[np.ndarray], sample_rate: int,
     tagger = tagger or instrument_tags.InstrumentTagger.load()
     results["instruments"] = instrument_following(
         tagger.probabilities(clips, sample_rate),
-        [list(p["instruments"]) for p in prompt_attributes])
+        [_words(p["instruments"]) for p in prompt_attributes])
   return results
 
 

@@ -69,6 +69,14 @@ def test_part_notes_merge_ties_play_chords_and_drop_grace_and_percussion_notes()
                                                           (2.0, 4.0, 67)]
 
 
+def test_pitches_off_the_keyboard_fold_and_microtones_round():
+  from music21 import note, pitch
+  high = note.Note("C9")          # MIDI 120, above the piano
+  quarter_sharp = note.Note(pitch.Pitch("C4", microtone=40))
+  parts = score_render.score_parts(_score([high, quarter_sharp]))
+  assert [n.pitch for n in parts[0]] == [108, 60]
+
+
 def test_window_clips_notes_and_transpose_folds_onto_the_keyboard():
   notes = [[score_render.Note(0, 3, 60, 90), score_render.Note(3, 5, 107, 90)]]
   assert score_render.window(notes, 2, 4) == [[score_render.Note(0, 1, 60, 90),

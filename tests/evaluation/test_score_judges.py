@@ -91,6 +91,9 @@ def test_judge_ranks_voices_and_instruments_against_shuffled_prompts(transcriber
   classification = result["instruments"]["classification"]
   assert classification["shuffled"] == pytest.approx(1 / 3)
   assert classification["matched"] >= 2 / 3, classification
+  # A prompt may name its one instrument as a bare word.
+  assert score_judges.judge(clips[0:3:2], RATE, [{"instruments": "piano"}, {"instruments": "flute"}],
+                            transcriber, tagger)["instruments"]["per_word"]["piano"]["auc"] == 1.0
   with pytest.raises(ValueError, match="no transcription feature orders 'mood'"):
     score_judges.transcription_following([], [], "mood")
   with pytest.raises(ValueError, match="no prompt names an instrument"):
