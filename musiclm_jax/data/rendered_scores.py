@@ -276,11 +276,7 @@ class RenderedScores(tfds.core.GeneratorBasedBuilder):
 
 
 def config_by_name(name: str) -> RenderedScoresConfig:
-  for config in BUILDER_CONFIGS:
-    if config.name == name:
-      return config
-  raise ValueError(f"unknown {NAME} config {name!r}; known: "
-                   f"{[c.name for c in BUILDER_CONFIGS]} (or pass a RenderedScoresConfig)")
+  return tfds_audio.config_by_name(BUILDER_CONFIGS, NAME, name)
 
 
 def ensure_built(config: Union[str, RenderedScoresConfig],

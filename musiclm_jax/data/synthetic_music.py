@@ -112,11 +112,7 @@ class SyntheticMusic(tfds.core.GeneratorBasedBuilder):
 
 
 def config_by_name(name: str) -> SyntheticMusicConfig:
-  for config in BUILDER_CONFIGS:
-    if config.name == name:
-      return config
-  raise ValueError(f"unknown {NAME} config {name!r}; known: "
-                   f"{[c.name for c in BUILDER_CONFIGS]} (or pass a SyntheticMusicConfig)")
+  return tfds_audio.config_by_name(BUILDER_CONFIGS, NAME, name)
 
 
 def builder(config: Union[str, SyntheticMusicConfig],

@@ -161,6 +161,15 @@ def ordered_map(fn: Callable[[_In], _Out], items: Iterable[_In],
       yield first, future.result()
 
 
+def config_by_name(configs, dataset: str, name: str):
+  """The config called `name` among a builder's `configs`; the error lists the known ones."""
+  for config in configs:
+    if config.name == name:
+      return config
+  raise ValueError(f"unknown {dataset} config {name!r}; known: {[c.name for c in configs]} "
+                   f"(or pass a {type(configs[0]).__name__})")
+
+
 def prepare(builder: tfds.core.DatasetBuilder, manual_dir=None) -> tfds.core.DatasetBuilder:
   """`builder.download_and_prepare` offline: manual files only, no look-up on GCS."""
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
