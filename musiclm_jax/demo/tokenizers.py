@@ -8,8 +8,8 @@ r"""The demo's three tokenizers trained on one data set, and measured on its hel
 runs the recipe's tokenizer steps (recipe.TOKENIZER_STEPS: build `<dataset>/demo`, train
 SoundStream, w2v-BERT + k-means, MuLan + RVQ at the demo's sizes and step counts) and then
 evaluation/tokenizer_report.py on `<dataset>_pairs_demo`'s `--split` (validation: works, or
-clips, no training step saw). Writes <output_dir>/tokenizer_report.json and prints it; a rerun
-skips finished steps.
+clips, no training step saw). Writes <output_dir>/tokenizer_report.json (with --max_clips=N,
+tokenizer_report_N.json) and prints it; a rerun skips finished steps.
 """
 import json
 import os
@@ -25,6 +25,8 @@ flags.DEFINE_string("dataset", "rendered_scores", "A data set with a `demo` conf
 flags.DEFINE_string("output_dir", None, "Where the data, the models and the report go.")
 flags.DEFINE_string("split", "validation", "The held-out split the report reads.")
 flags.DEFINE_float("steps_scale", 1.0, "Multiplies every training length.")
+flags.DEFINE_integer("max_clips", None, "Read at most this many clips of the split (the "
+                     "first ones): equal numbers make retrieval comparable across sets.")
 flags.mark_flag_as_required("output_dir")
 REPORT = "tokenizer_report.json"
 
@@ -48,11 +50,13 @@ def main(argv) -> None:
       f"SOUNDSTREAM_DIR='{out.soundstream}'", f"W2V_BERT_DIR='{out.w2v_bert}'",
       f"MULAN_DIR='{out.mulan}'"])
   result = tokenizer_report.report(f"{dataset}_pairs_{demo_recipe.DATASET_CONFIG}",
-                                   flags.FLAGS.split)
+                                   flags.FLAGS.split, flags.FLAGS.max_clips)
   result["train_steps"] = {k: max(1, int(round(v * flags.FLAGS.steps_scale)))
                            for k, v in demo_recipe.TRAIN_STEPS.items()
                            if k in ("soundstream", "w2v_bert", "mulan")}
-  files.write_json(os.path.join(output_dir, REPORT), result, indent=2)
+  name = REPORT if flags.FLAGS.max_clips is None else REPORT.replace(
+      ".json", f"_{flags.FLAGS.max_clips}.json")
+  files.write_json(os.path.join(output_dir, name), result, indent=2)
   print(json.dumps(result, indent=2))
 
 
