@@ -8,8 +8,8 @@ r"""The demo's three tokenizers trained on one data set, and measured on its hel
 runs the recipe's tokenizer steps (recipe.TOKENIZER_STEPS: build `<dataset>/demo`, train
 SoundStream, w2v-BERT + k-means, MuLan + RVQ at the demo's sizes and step counts) and then
 evaluation/tokenizer_report.py on `<dataset>_pairs_demo`'s `--split` (validation: works, or
-clips, no training step saw). Writes <output_dir>/tokenizer_report.json (with --max_clips=N,
-tokenizer_report_N.json) and prints it; a rerun skips finished steps.
+clips, no training step saw). Writes <output_dir>/tokenizer_report.json (another split and
+--max_clips=N add `_<split>` and `_N` to the name) and prints it; a rerun skips finished steps.
 """
 import json
 import os
@@ -54,8 +54,10 @@ def main(argv) -> None:
   result["train_steps"] = {k: max(1, int(round(v * flags.FLAGS.steps_scale)))
                            for k, v in demo_recipe.TRAIN_STEPS.items()
                            if k in ("soundstream", "w2v_bert", "mulan")}
-  name = REPORT if flags.FLAGS.max_clips is None else REPORT.replace(
-      ".json", f"_{flags.FLAGS.max_clips}.json")
+  suffix = "" if flags.FLAGS.split == "validation" else f"_{flags.FLAGS.split}"
+  if flags.FLAGS.max_clips is not None:
+    suffix += f"_{flags.FLAGS.max_clips}"
+  name = REPORT.replace(".json", f"{suffix}.json")
   files.write_json(os.path.join(output_dir, name), result, indent=2)
   print(json.dumps(result, indent=2))
 
