@@ -30,7 +30,9 @@ class SoundStream(BaseModel):
   and EMA codebooks in `TrainState.model_state["codebooks"]`.
 
   Generator loss (Sec. 3.5): reconstruction_weight * multi-scale mel + commitment_weight *
-  commitment + adversarial_weight * hinge + feature_weight * feature matching (the last two
+  commitment + waveform_weight * time-domain L1 + stft_weight * multi-resolution STFT (the two
+  waveform terms keep the phase, which the mel loss leaves free; 0 leaves them out) +
+  adversarial_weight * hinge + feature_weight * feature matching (the last two
   only from `discriminator_start_step` on, which lets the codec learn to reconstruct before
   the discriminators push it). Before that step the train step does not run the
   discriminators at all (`train_phase`), so the warm-up costs what a plain codec step costs.
@@ -43,6 +45,7 @@ class SoundStream(BaseModel):
                discriminator_config: DiscriminatorConfig = DiscriminatorConfig(),
                adversarial_weight: float = 1.0, feature_weight: float = 100.0,
                reconstruction_weight: float = 1.0, commitment_weight: float = 1.0,
+               waveform_weight: float = 0.0, stft_weight: float = 0.0,
                discriminator_start_step: int = 0, audio_feature: str = "audio"):
     self.config = config
     self.generator = SoundStreamCodec(config)
@@ -51,6 +54,8 @@ class SoundStream(BaseModel):
     self.feature_weight = feature_weight
     self.reconstruction_weight = reconstruction_weight
     self.commitment_weight = commitment_weight
+    self.waveform_weight = waveform_weight
+    self.stft_weight = stft_weight
     self.discriminator_start_step = discriminator_start_step
     self.audio_feature = audio_feature
 
@@ -105,6 +110,14 @@ class SoundStream(BaseModel):
                       + self.commitment_weight * commitment)
     metrics = {"reconstruction_loss": reconstruction, "commitment_loss": commitment,
                **{f"rvq/{k}": v for k, v in aux["metrics"].items()}}
+    if self.waveform_weight:
+      waveform = codec_losses.waveform_l1_loss(wav, wav_hat)
+      generator_loss += self.waveform_weight * waveform
+      metrics["waveform_loss"] = waveform
+    if self.stft_weight:
+      stft = codec_losses.multiresolution_stft_loss(wav, wav_hat)
+      generator_loss += self.stft_weight * stft
+      metrics["stft_loss"] = stft
     total = generator_loss
     if self.uses_discriminators and not discriminate:
       zero = jnp.zeros((), jnp.float32)
