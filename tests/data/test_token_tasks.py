@@ -57,6 +57,28 @@ def test_bad_clips_are_skipped_counted_and_logged_and_every_good_one_comes_out(t
     assert f"skipping clip {clip_id} ({reason})" in caplog.text
 
 
+def test_rendered_scores_clips_are_tokenized_with_their_clip_ids_and_caption_codes(tiny,
+                                                                                     tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from musiclm_jax.data import rendered_scores  # pylint: disable=import-outside-toplevel
+  _, _, tokenizers = tiny
+  spec = token_tasks.rendered_scores_spec("tiny")
+  builder = rendered_scores.ensure_built("tiny", tmp_path)
+  clips = builder.as_dataset(split="validation", shuffle_files=False)
+  selected = token_tasks.select_clip(clips, id_key=spec.id_key, id_prefix="rendered_scores/tiny/",
+                                     caption_key=spec.caption_key)
+  out = list(token_tasks.tokenize_clips(
+      selected, task_name=spec.name, layout=spec.layout, sample_rate=spec.sample_rate,
+      min_seconds=spec.min_seconds, load=lambda: tokenizers).as_numpy_iterator())
+  examples = list(tfds.as_numpy(clips))
+  assert [ex["id"].decode() for ex in out] == [
+      "rendered_scores/tiny/" + ex["clip_id"].decode() for ex in examples]
+  for ex, source in zip(out, examples):
+    assert ex["semantic"].shape == (4 * 25,)
+    np.testing.assert_array_equal(
+        ex["mulan_text"], tokenizers.mulan.text_to_tokens([source["caption"].decode()])[0])
+
+
 def test_tokenizers_of_another_layout_are_refused(tiny):
   _, _, tokenizers = tiny
   dataset = token_tasks.tokenize_clips(
@@ -114,7 +136,8 @@ def test_every_builder_config_has_a_tokenizing_task_and_stage_tasks():
   names = set(seqio.TaskRegistry.names())
   for task in ("synthetic_music_tokens_tiny", "synthetic_music_tokens_demo",
                "synthetic_music_tokens_16k",
-               "fma_tokens_small_24k", "fma_tokens_full_16k", "musiccaps_tokens_24k"):
+               "fma_tokens_small_24k", "fma_tokens_full_16k", "musiccaps_tokens_24k",
+               "rendered_scores_tokens_demo", "rendered_scores_tokens_full_24k"):
     assert task in names
     assert seqio.get_mixture_or_task(task).requires_caching
     for stage in token_layout.STAGE_NAMES:
@@ -133,6 +156,7 @@ def test_every_builder_config_has_a_tokenizing_task_and_stage_tasks():
     ("tasks/synthetic_music_tokens.gin", "synthetic_music_tokens_tiny"),
     ("tasks/fma_tokens.gin", "fma_tokens_small_24k"),
     ("tasks/musiccaps_tokens.gin", "musiccaps_tokens_24k"),
+    ("tasks/rendered_scores_tokens.gin", "rendered_scores_tokens_demo"),
 ])
 def test_each_tokens_gin_binds_tokenizers_of_its_tasks_layout(gin_file, task):
   from musiclm_jax.core import gin_utils  # pylint: disable=import-outside-toplevel
