@@ -15,7 +15,9 @@ is scored against the shuffled-prompt control, as demo/prompt_following.py does:
 
 reads a generation folder (generations.jsonl + wavs) and a prompts JSONL whose records carry
 `attributes` (tempo, num_voices, register, instruments: any of them), and writes
-GENERATIONS_DIR/score_judges.json.
+GENERATIONS_DIR/score_judges.json. `--references rendered_scores/<config> SPLIT [MAX_CLIPS]`
+judges a built split against its own captions' attributes: how far each judge can be trusted
+on this music.
 """
 from __future__ import annotations
 
@@ -111,15 +113,28 @@ def judge(clips: Sequence[np.ndarray], sample_rate: int,
   return results
 
 
-def main(argv) -> int:
-  if len(argv) != 3:
-    print("usage: python -m musiclm_jax.evaluation.score_judges GENERATIONS_DIR PROMPTS_FILE",
-          file=sys.stderr)
-    return 2
-  from musiclm_jax.core import files  # pylint: disable=import-outside-toplevel
-  clips, rate, prompted = prompt_following.read_generations(argv[1], argv[2])
-  result = judge(clips, rate, prompted)
-  files.write_json(os.path.join(argv[1], OUTPUT), result)
+def read_rendered_references(name: str, split: str,
+                             max_clips: Optional[int] = None) -> tuple[list, int, list]:
+  """(clips, rate, attributes) of a built rendered_scores config (`rendered_scores/demo`), in
+  the data dir the tasks use: the judges' ceiling, since each clip is exactly what its
+  caption says."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from musiclm_jax.data import audio_tasks, tfds_audio  # pylint: disable=import-outside-toplevel
+  builder = tfds.builder(name, data_dir=audio_tasks.tfds_data_dir())
+  if split not in builder.info.splits:
+    raise ValueError(f"{name} has no split {split!r}; it has {sorted(builder.info.splits)}")
+  clips, attributes = [], []
+  for example in builder.as_dataset(split=split, shuffle_files=False).as_numpy_iterator():
+    if max_clips is not None and len(clips) >= max_clips:
+      break
+    clips.append(tfds_audio.pcm_to_float(example["audio"]))
+    a = example["attributes"]
+    attributes.append({"tempo": a["tempo"].decode(), "num_voices": int(a["num_voices"]),
+                       "instruments": [w.decode() for w in a["instruments"]]})
+  return clips, int(builder.info.features["audio"].sample_rate), attributes
+
+
+def _print(result: dict) -> None:
   for attribute, score in result.items():
     if attribute == "instruments":
       for word, ranking in score["per_word"].items():
@@ -132,6 +147,27 @@ def main(argv) -> int:
     else:
       print(f"{attribute} by {score['feature']}: AUC {score['auc']:.2f} (shuffled 0.50, "
             f"p = {score['p_value']:.3f})")
+
+
+USAGE = ("usage: python -m musiclm_jax.evaluation.score_judges GENERATIONS_DIR PROMPTS_FILE\n"
+         "       python -m musiclm_jax.evaluation.score_judges --references "
+         "rendered_scores/<config> SPLIT [MAX_CLIPS]")
+
+
+def main(argv) -> int:
+  from musiclm_jax.core import files  # pylint: disable=import-outside-toplevel
+  if len(argv) in (4, 5) and argv[1] == "--references":
+    clips, rate, prompted = read_rendered_references(
+        argv[2], argv[3], int(argv[4]) if len(argv) == 5 else None)
+    _print(judge(clips, rate, prompted))
+    return 0
+  if len(argv) != 3 or argv[1].startswith("-"):
+    print(USAGE, file=sys.stderr)
+    return 2
+  clips, rate, prompted = prompt_following.read_generations(argv[1], argv[2])
+  result = judge(clips, rate, prompted)
+  files.write_json(os.path.join(argv[1], OUTPUT), result)
+  _print(result)
   return 0
 
 

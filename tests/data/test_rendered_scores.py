@@ -266,3 +266,19 @@ def test_token_tasks_are_registered_with_clip_ids_and_tiny_crops():
     assert name in seqio.TaskRegistry.names()
   with pytest.raises(ValueError, match="unknown rendered_scores config 'nope'"):
     rendered_scores.config_by_name("nope")
+
+
+def test_judges_read_a_built_split_with_its_captions_attributes(tiny_dir, monkeypatch):
+  from musiclm_jax.evaluation import score_judges
+  monkeypatch.setenv(audio_tasks.DATA_DIR_ENV, tiny_dir)
+  clips, rate, attributes = score_judges.read_rendered_references(
+      "rendered_scores/tiny", "validation", max_clips=2)
+  examples = _examples(tiny_dir)["validation"][:2]
+  assert rate == RATE and len(clips) == len(attributes) == 2
+  for clip, a, ex in zip(clips, attributes, examples):
+    np.testing.assert_array_equal(clip, tfds_audio.pcm_to_float(ex["audio"]))
+    assert a == {"tempo": _text(ex["attributes"]["tempo"]),
+                 "num_voices": int(ex["attributes"]["num_voices"]),
+                 "instruments": [_text(w) for w in ex["attributes"]["instruments"]]}
+  with pytest.raises(ValueError, match="has no split 'test'"):
+    score_judges.read_rendered_references("rendered_scores/tiny", "test")
