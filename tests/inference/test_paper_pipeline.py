@@ -61,15 +61,19 @@ def test_the_v5e_8_mesh_splits_each_paper_stage_over_its_8_chips(configured):
   # Shardings need no devices: the mesh of a v5e-8 host, abstractly.
   mesh = AbstractMesh(tuple(mesh_shape), partitioning.MESH_AXES,
                       axis_types=(AxisType.Auto,) * len(partitioning.MESH_AXES))
-  for name, millions in (("semantic", 430), ("coarse", 438), ("fine", 428)):
+  # Parameters with the vocabularies padded to 13,440 / 17,536 / 12,416 ids (+0.26M each).
+  for name, millions in (("semantic", 430), ("coarse", 439), ("fine", 428)):
     model, _ = parts.stage(name)
-    leaves = jax.tree.leaves(generation.abstract_params(model, mesh,
-                                                        partitioning.logical_axis_rules()))
+    params = generation.abstract_params(model, mesh, partitioning.logical_axis_rules())
+    leaves = jax.tree.leaves(params)
     assert round(sum(x.size for x in leaves) / 1e6) == millions
     shards = [math.prod(x.sharding.shard_shape(x.shape)) for x in leaves]
     assert all(shard in (x.size, x.size // 8) for shard, x in zip(shards, leaves))
-    # An eighth of every layer per chip; the embedding and logits tables (12,290-17,410 ids,
-    # which 8 does not divide) and the norm scales stay whole.
+    # The padded embedding and logits tables split over the 8 chips too (the stages' own
+    # 12,290-17,410 ids would not divide); only the norm scales and bias tables stay whole.
+    for table in (params["token_embedder"]["embedding"], params["logits_dense"]["kernel"]):
+      assert math.prod(table.sharding.shard_shape(table.shape)) == table.size // 8
+    # An eighth of every layer per chip.
     total = sum(x.size * x.dtype.itemsize for x in leaves)
     per_chip = sum(shard * x.dtype.itemsize for shard, x in zip(shards, leaves))
     assert per_chip < total / 5
