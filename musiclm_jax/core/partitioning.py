@@ -63,32 +63,36 @@ def logical_axis_rules(rules: Sequence[tuple] = DEFAULT_RULES) -> tuple:
   return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
 
 
-@gin.configurable
-def create_mesh(mesh_shape: Sequence[int] = (-1, 1, 1), devices: Optional[Sequence] = None) -> Mesh:
-  """Mesh `(data, fsdp, model)` over all devices; one entry of `mesh_shape` may be -1."""
-  devices = list(devices if devices is not None else jax.devices())
+def resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int,
+                       axes: Sequence[str] = MESH_AXES) -> tuple[int, ...]:
+  """`mesh_shape` (one entry per axis of `axes`, at most one -1) with its -1 filled in so the
+  mesh covers exactly `num_devices`; MeshError otherwise."""
   shape = list(mesh_shape)
-  if len(shape) != len(MESH_AXES):
-    raise MeshError(f"mesh_shape {tuple(mesh_shape)} must have {len(MESH_AXES)} entries "
-                    f"{MESH_AXES}")
+  if len(shape) != len(axes):
+    raise MeshError(f"mesh_shape {tuple(mesh_shape)} must have {len(axes)} entries "
+                    f"{tuple(axes)}")
   if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
     raise MeshError(f"mesh_shape {tuple(mesh_shape)}: entries must be positive, at most one -1")
   if -1 in shape:
     known = math.prod(s for s in shape if s != -1)
-    if len(devices) % known:
-      raise MeshError(f"mesh_shape {tuple(mesh_shape)} cannot divide {len(devices)} devices")
-    shape[shape.index(-1)] = len(devices) // known
-  if math.prod(shape) != len(devices):
+    if num_devices % known:
+      raise MeshError(f"mesh_shape {tuple(mesh_shape)} cannot divide {num_devices} devices")
+    shape[shape.index(-1)] = num_devices // known
+  if math.prod(shape) != num_devices:
     raise MeshError(f"mesh_shape {tuple(mesh_shape)} needs {math.prod(shape)} devices, "
-                    f"but {len(devices)} are available")
+                    f"but {num_devices} are available")
+  return tuple(shape)
+
+
+@gin.configurable
+def create_mesh(mesh_shape: Sequence[int] = (-1, 1, 1), devices: Optional[Sequence] = None) -> Mesh:
+  """Mesh `(data, fsdp, model)` over all devices; one entry of `mesh_shape` may be -1."""
+  devices = list(devices if devices is not None else jax.devices())
+  shape = resolve_mesh_shape(mesh_shape, len(devices))
   # Auto axes: GSPMD propagates shardings from our constraints (explicit sharding-in-types
   # would ask every op to be annotated).
   return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                        devices=devices)
-
-
-def _is_box(x) -> bool:
-  return isinstance(x, nn.meta.AxisMetadata)
 
 
 def logical_to_shardings(mesh: Mesh, boxed_tree, rules) -> object:
@@ -99,7 +103,8 @@ def logical_to_shardings(mesh: Mesh, boxed_tree, rules) -> object:
   specs = nn.get_partition_spec(boxed_tree)
   shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
   # The boxes' values, without unbox()'s sharding constraint (there is no mesh context here).
-  shapes = jax.tree.map(lambda x: x.value if _is_box(x) else x, boxed_tree, is_leaf=_is_box)
+  shapes = jax.tree.map(lambda x: x.value if nn.meta.is_axis_metadata(x) else x, boxed_tree,
+                        is_leaf=nn.meta.is_axis_metadata)
   whole = []
 
   def divisible(path, sharding, leaf):

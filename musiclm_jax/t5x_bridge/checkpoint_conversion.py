@@ -75,10 +75,10 @@ def _check_like(params, abstract, what: str) -> None:
                        f"wants {tuple(spec.shape)}")
 
 
-def _abstract_params(model: StageModel, length: int = 8):
-  return nn.meta.unbox(jax.eval_shape(
-      lambda rng: model.stage_model.get_initial_variables(
-          rng, {"decoder_input_tokens": (1, length)}), jax.random.key(0))["params"])
+def _boxed_params(model: StageModel):
+  """The model's parameters as ShapeDtypeStructs in their logical-axis boxes."""
+  return jax.eval_shape(lambda rng: model.stage_model.get_initial_variables(
+      rng, {"decoder_input_tokens": (1, 8)}), jax.random.key(0))["params"]
 
 
 def t5x_to_ours(t5x_path: str, model_dir: str, model: StageModel, optimizer,
@@ -86,7 +86,7 @@ def t5x_to_ours(t5x_path: str, model_dir: str, model: StageModel, optimizer,
   """Writes `{model_dir}/checkpoints/<step>` from a t5x checkpoint; returns its directory.
   `optimizer` (optax) gives the fresh optimizer state our TrainState carries."""
   params, t5x_step = read_t5x_params(t5x_path, step)
-  _check_like(params, _abstract_params(model), f"t5x checkpoint {t5x_path}")
+  _check_like(params, nn.meta.unbox(_boxed_params(model)), f"t5x checkpoint {t5x_path}")
   params = jax.tree.map(np.asarray, flax.core.unfreeze(params))
   state = TrainState.create(params, optimizer.init(params)).replace(
       step=np.asarray(t5x_step, np.int32))
@@ -104,13 +104,12 @@ def ours_to_t5x(model_dir: str, t5x_model_dir: str, model: StageModel,
                 step: Optional[int] = None) -> str:
   """Writes `{t5x_model_dir}/checkpoint_<step>` from our checkpoint (newest or `step`);
   returns its directory. The t5x optimizer state is `model.optimizer_def`'s initial one."""
-  abstract = _abstract_params(model)
+  boxed = _boxed_params(model)
+  abstract = nn.meta.unbox(boxed)
   on_one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   params, our_step = checkpoints.restore_params(model_dir, checkpoints.abstract_with_shardings(
       abstract, jax.tree.map(lambda _: on_one_device, abstract)), step)
   params = jax.device_get(params)
-  boxed = jax.eval_shape(lambda rng: model.stage_model.get_initial_variables(
-      rng, {"decoder_input_tokens": (1, 8)}), jax.random.key(0))["params"]
   state = t5x_train_state.FlaxOptimTrainState.create(
       model.optimizer_def, flax.core.freeze({"params": params,
                                              "params_axes": params_axes(boxed)}))

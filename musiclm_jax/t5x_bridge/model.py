@@ -27,20 +27,16 @@ from musiclm_jax.data import stage_tasks
 from musiclm_jax.stages.stage_model import DecoderOnlyModel
 
 
-def _is_box(x) -> bool:
-  return isinstance(x, nn.meta.AxisMetadata)
-
-
 def params_axes(boxed_params) -> dict:
   """t5x's `params_axes` collection for boxed parameters: `<name>_axes` leaves holding the
   logical axis names (an unboxed leaf is replicated: None per dimension)."""
   def names(leaf):
-    if _is_box(leaf):
+    if nn.meta.is_axis_metadata(leaf):
       return flax_partitioning.AxisMetadata(names=tuple(leaf.get_partition_spec()))
     return flax_partitioning.AxisMetadata(names=(None,) * leaf.ndim)
 
   flat = flax.traverse_util.flatten_dict(
-      jax.tree.map(names, flax.core.unfreeze(boxed_params), is_leaf=_is_box))
+      jax.tree.map(names, flax.core.unfreeze(boxed_params), is_leaf=nn.meta.is_axis_metadata))
   return flax.traverse_util.unflatten_dict(
       {(*path[:-1], f"{path[-1]}_axes"): axes for path, axes in flat.items()})
 

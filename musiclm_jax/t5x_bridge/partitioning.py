@@ -6,7 +6,6 @@ batch axes become t5x's `data`; with `shard_params_over_data`, the parameters ou
 does; otherwise they are replicated over it, as t5x's default rules do.
 """
 import functools
-import math
 from typing import Optional, Sequence
 
 import gin
@@ -18,6 +17,7 @@ from t5x import partitioning as t5x_partitioning
 from musiclm_jax.core import partitioning
 
 _T5X_AXIS = {"data": "data", "fsdp": "data", "model": "model"}
+_T5X_MESH_AXES = ("data", "model")
 
 
 @gin.configurable(module="t5x_bridge")
@@ -58,15 +58,10 @@ class Partitioner(t5x_partitioning.PjitPartitioner):
   def mesh(self) -> Mesh:
     if self._mesh_shape is None:
       return super().mesh
-    if len(self._mesh_shape) != 2:
-      raise ValueError(f"t5x_bridge.Partitioner.mesh_shape {self._mesh_shape} must be "
-                       "(data, model)")
     devices = jax.devices(self._backend)
-    shape = list(self._mesh_shape)
-    if -1 in shape:
-      known = math.prod(s for s in shape if s != -1)
-      shape[shape.index(-1)] = len(devices) // max(known, 1)
-    if math.prod(shape) != len(devices) or min(shape) <= 0:
+    try:
+      shape = partitioning.resolve_mesh_shape(self._mesh_shape, len(devices), _T5X_MESH_AXES)
+    except partitioning.MeshError as error:
       raise ValueError(f"t5x_bridge.Partitioner.mesh_shape {self._mesh_shape} does not fit "
-                       f"{len(devices)} devices")
-    return Mesh(np.asarray(devices).reshape(shape), ("data", "model"))
+                       f"{len(devices)} devices: {error}") from None
+    return Mesh(np.asarray(devices).reshape(shape), _T5X_MESH_AXES)
