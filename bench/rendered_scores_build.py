@@ -17,11 +17,7 @@ import time
 import tensorflow_datasets as tfds
 
 from musiclm_jax.data import rendered_scores
-
-
-def _dir_bytes(path):
-  return sum(os.path.getsize(os.path.join(root, f))
-             for root, _, files in os.walk(path) for f in files)
+from synthetic_music_build import dir_bytes  # bench/ is on the path of a bench script
 
 
 def main(argv=None):
@@ -41,7 +37,7 @@ def main(argv=None):
     builder = rendered_scores.ensure_built(config, data_dir)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
-    size = _dir_bytes(target)
+    size = dir_bytes(target)
     clips = {split: info.num_examples for split, info in builder.info.splits.items()}
     skipped = dict(builder.info.metadata.get("skipped_counts", {}))
   finally:

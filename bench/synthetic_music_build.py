@@ -20,7 +20,7 @@ from musiclm_jax.data import music_synth
 from musiclm_jax.data import synthetic_music
 
 
-def _dir_bytes(path):
+def dir_bytes(path):
   return sum(os.path.getsize(os.path.join(root, f))
              for root, _, files in os.walk(path) for f in files)
 
@@ -48,7 +48,7 @@ def main(argv=None):
     synthetic_music.ensure_built(config, data_dir)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
-    size = _dir_bytes(data_dir)
+    size = dir_bytes(data_dir)
   finally:
     shutil.rmtree(data_dir, ignore_errors=True)
 

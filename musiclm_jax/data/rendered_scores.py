@@ -284,7 +284,4 @@ def ensure_built(config: Union[str, RenderedScoresConfig],
   """Builds `config` under `data_dir` unless it is there already; returns its builder."""
   if isinstance(config, str):
     config = config_by_name(config)
-  data_builder = RenderedScores(config=config, data_dir=os.fspath(data_dir))
-  if not data_builder.is_prepared():
-    tfds_audio.prepare(data_builder)
-  return data_builder
+  return tfds_audio.prepared(RenderedScores(config=config, data_dir=os.fspath(data_dir)))

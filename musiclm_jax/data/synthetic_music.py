@@ -130,8 +130,4 @@ def ensure_built(config: Union[str, SyntheticMusicConfig],
   Single-process generation (no Beam, no multiprocessing), and no network: TFDS would
   otherwise look for a prepared copy on GCS first.
   """
-  data_builder = builder(config, data_dir)
-  if not data_builder.is_prepared():
-    data_builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-  return data_builder
+  return tfds_audio.prepared(builder(config, data_dir))

@@ -176,3 +176,11 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir=None) -> tfds.core.Dat
       manual_dir=None if manual_dir is None else os.fspath(manual_dir),
       try_download_gcs=False))
   return builder
+
+
+def prepared(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
+  """`builder`, prepared (`prepare`: offline, in this process) unless it already is: the
+  generated sets' `ensure_built`."""
+  if not builder.is_prepared():
+    prepare(builder)
+  return builder
