@@ -1,6 +1,7 @@
 """The stage model: a prefix-LM over one stage's vocabulary, in the model interface of
 `base_model.py` (loss, scoring, KV-cached sampling with classifier-free guidance)."""
 import functools
+import numbers
 from typing import Callable, Optional
 
 import flax.linen as nn
@@ -21,13 +22,21 @@ class DecoderOnlyModel(BaseModel):
   With `stage` (a token_layout.StageVocabulary) the model knows its token layout: sampling masks
   every position to the ids of the RVQ level it stands at (and EOS at the end), and
   classifier-free guidance knows which leading input tokens are the MuLan conditioning.
+
+  MuLan's levels: `mulan_levels` conditions on the first levels of MuLan's RVQ only (training
+  and sampling; the rest are blanked like guidance's unconditional model), and
+  `mulan_level_dropout` gives that share of the training examples a random shorter prefix of
+  levels, so that what the stage follows is the coarse levels that captions of one meaning
+  share, not the whole code tuple of each training caption (docs/prompt_following.md).
+  Sampling may ask for fewer levels (`decoder_params["mulan_levels"]`).
   """
   FEATURE_CONVERTER_CLS = seqio.PrefixLMFeatureConverter
 
   def __init__(self, module: nn.Module, stage: Optional[token_layout.StageVocabulary] = None,
                z_loss: float = 1e-4, decode_fn: Callable = decoding.temperature_sample,
                eos_id: int = token_layout.EOS_ID, default_decoder_params: Optional[dict] = None,
-               cfg_dropout_rate: float = 0.0, mask_invalid_ids: bool = True):
+               cfg_dropout_rate: float = 0.0, mask_invalid_ids: bool = True,
+               mulan_levels: Optional[int] = None, mulan_level_dropout: float = 0.0):
     self.module = module
     self.stage = stage
     self.z_loss = z_loss
@@ -41,6 +50,20 @@ class DecoderOnlyModel(BaseModel):
         len(levels) for stream, levels in (stage.reads if stage else ()) if stream == "mulan")
     if cfg_dropout_rate and not self.conditioning_length:
       raise ValueError("cfg_dropout_rate needs a stage that reads MuLan conditioning tokens")
+    if (mulan_levels is not None or mulan_level_dropout) and not self.conditioning_length:
+      raise ValueError("mulan_levels and mulan_level_dropout need a stage that reads MuLan "
+                       "conditioning tokens")
+    self.mulan_levels = (self.conditioning_length if mulan_levels is None else
+                         self._checked_levels(mulan_levels, "mulan_levels"))
+    if not 0.0 <= mulan_level_dropout <= 1.0:
+      raise ValueError(f"mulan_level_dropout must be in [0, 1], got {mulan_level_dropout}")
+    self.mulan_level_dropout = mulan_level_dropout
+
+  def _checked_levels(self, levels, name: str) -> int:
+    if not isinstance(levels, numbers.Integral) or not 1 <= levels <= self.conditioning_length:
+      raise ValueError(f"{name} must be an int from 1 to the stage's "
+                       f"{self.conditioning_length} MuLan levels, got {levels!r}")
+    return levels
 
   def _features(self, batch):
     names = ("decoder_target_tokens", "decoder_segment_ids", "decoder_positions",
@@ -59,13 +82,42 @@ class DecoderOnlyModel(BaseModel):
   def blank_conditioning(self, batch, which):
     """Replaces the MuLan conditioning of examples `which [batch]` by padding, which
     attention ignores: the unconditional model of classifier-free guidance."""
+    kept = jnp.where(which, 0, self.conditioning_length)
+    return self.keep_mulan_levels(batch, kept)
+
+  def keep_mulan_levels(self, batch, kept):
+    """Blanks (to padding) the MuLan levels past the first `kept [batch]` of each example;
+    MuLan's one frame of levels leads the inputs (token_layout.STAGES)."""
     targets, inputs = batch["decoder_target_tokens"], batch["decoder_input_tokens"]
     positions = jnp.arange(targets.shape[-1])[None, :]
-    n = self.conditioning_length
-    blank_targets = which[:, None] & (positions < n)
-    blank_inputs = which[:, None] & (positions >= 1) & (positions <= n)
+    n, kept = self.conditioning_length, jnp.asarray(kept)[:, None]
+    blank_targets = (positions >= kept) & (positions < n)
+    blank_inputs = (positions >= kept + 1) & (positions <= n)
     return dict(batch, decoder_target_tokens=jnp.where(blank_targets, 0, targets),
                 decoder_input_tokens=jnp.where(blank_inputs, 0, inputs))
+
+  def training_conditioning(self, batch, dropout_rng):
+    """The batch as training sees it: MuLan levels past `mulan_levels` blanked, a random
+    prefix of them for `mulan_level_dropout` of the examples, all of them for
+    `cfg_dropout_rate` of them. Returns (batch, the rng left for dropout)."""
+    if not self.conditioning_length:
+      return batch, dropout_rng
+    size = batch["decoder_target_tokens"].shape[:1]
+    kept = jnp.full(size, self.mulan_levels)
+    randomised = dropout_rng is not None and (self.cfg_dropout_rate or self.mulan_level_dropout)
+    if randomised:
+      cfg_rng, dropout_rng = jax.random.split(dropout_rng)
+      if self.mulan_level_dropout:
+        cfg_rng, level_rng, prefix_rng = jax.random.split(cfg_rng, 3)
+        shorter = jax.random.bernoulli(level_rng, self.mulan_level_dropout, size)
+        # A prefix of 1 .. mulan_levels - 1 levels, uniformly (none shorter with one level).
+        prefix = jax.random.randint(prefix_rng, size, 1, max(self.mulan_levels, 2))
+        kept = jnp.where(shorter, jnp.minimum(prefix, kept), kept)
+      if self.cfg_dropout_rate:
+        kept = jnp.where(jax.random.bernoulli(cfg_rng, self.cfg_dropout_rate, size), 0, kept)
+    elif self.mulan_levels == self.conditioning_length:
+      return batch, dropout_rng
+    return self.keep_mulan_levels(batch, kept), dropout_rng
 
   def _logits(self, params, batch, dropout_rng):
     rngs = {"dropout": dropout_rng} if dropout_rng is not None else None
@@ -74,11 +126,7 @@ class DecoderOnlyModel(BaseModel):
                              rngs=rngs)
 
   def loss_fn(self, params, batch, dropout_rng):
-    if self.cfg_dropout_rate and dropout_rng is not None:
-      cfg_rng, dropout_rng = jax.random.split(dropout_rng)
-      dropped = jax.random.bernoulli(cfg_rng, self.cfg_dropout_rate,
-                                     batch["decoder_target_tokens"].shape[:1])
-      batch = self.blank_conditioning(batch, dropped)
+    batch, dropout_rng = self.training_conditioning(batch, dropout_rng)
     logits = self._logits(params, batch, dropout_rng)
     weights = batch.get("decoder_loss_weights")
     if weights is None:
@@ -87,7 +135,9 @@ class DecoderOnlyModel(BaseModel):
                                      weights.astype(jnp.float32), self.z_loss)
 
   def score_batch(self, params, batch, return_intermediates: bool = False):
-    """Sum of target-token log-likelihoods per example `[batch]`."""
+    """Sum of target-token log-likelihoods per example `[batch]`, conditioned on the MuLan
+    levels training conditions on."""
+    batch, _ = self.training_conditioning(batch, None)
     logits = self._logits(params, batch, None)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     token_scores = jnp.take_along_axis(
@@ -163,7 +213,8 @@ class DecoderOnlyModel(BaseModel):
     `prompt_with_targets`, the leading nonzero target tokens already in
     `decoder_input_tokens` (continuation). decoder_params (over the model's defaults):
     temperature, topk, topp, max_decode_steps, logit_callback_fn, and guidance_scale
-    (classifier-free guidance: logits_u + scale (logits_c - logits_u); 1 disables it).
+    (classifier-free guidance: logits_u + scale (logits_c - logits_u); 1 disables it) and
+    mulan_levels (condition on MuLan's first levels only; default the model's `mulan_levels`).
 
     Returns `(decodes, {"scores": ...})`: decodes `[batch, length]` (best of num_decodes by
     score) or `[batch, num_decodes, length]` — the tokens after the prompt, left-aligned,
@@ -172,6 +223,12 @@ class DecoderOnlyModel(BaseModel):
     params_d = {**self.default_decoder_params, **(decoder_params or {})}
     guidance = params_d.pop("guidance_scale", 1.0)
     user_callback = params_d.pop("logit_callback_fn", None)
+    levels = params_d.pop("mulan_levels", None)
+    if self.conditioning_length:
+      levels = self._checked_levels(self.mulan_levels if levels is None else levels,
+                                    "decoder_params['mulan_levels']")
+    elif levels is not None:
+      raise ValueError("decoder_params['mulan_levels'] needs a stage with MuLan conditioning")
     inputs = batch["decoder_input_tokens"]
     causal = batch.get("decoder_causal_attention")
     if causal is None:
@@ -182,6 +239,11 @@ class DecoderOnlyModel(BaseModel):
       prompt_lengths = jnp.sum(inputs > 0, axis=-1).astype(jnp.int32)
     else:
       prompt, prompt_lengths = inputs * causal, inputs_lengths
+    if self.conditioning_length and levels < self.conditioning_length:
+      # After the prompt's length is counted: blanked levels are zeros, as padding is.
+      prompt = self.keep_mulan_levels(
+          {"decoder_input_tokens": prompt, "decoder_target_tokens": jnp.roll(prompt, -1, -1)},
+          jnp.full(prompt.shape[:1], levels))["decoder_input_tokens"]
     cache, _ = self.prefill_cache(params, prompt, causal, prompt_lengths)
     if guidance != 1.0:
       if not self.conditioning_length:

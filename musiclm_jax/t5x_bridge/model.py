@@ -88,11 +88,7 @@ class StageModel(t5x_models.DecoderOnlyModel):
         decode=False, enable_dropout=rngs is not None, mutable=mutable)
 
   def loss_fn(self, params, batch, dropout_rng):
-    rate = self.stage_model.cfg_dropout_rate
-    if rate and dropout_rng is not None:
-      cfg_rng, dropout_rng = jax.random.split(dropout_rng)
-      dropped = jax.random.bernoulli(cfg_rng, rate, batch["decoder_target_tokens"].shape[:1])
-      batch = self.stage_model.blank_conditioning(batch, dropped)
+    batch, dropout_rng = self.stage_model.training_conditioning(batch, dropout_rng)
     return super().loss_fn(params, batch, dropout_rng)
 
   def predict_batch_with_aux(self, params, batch, rng=None, *, return_all_decodes: bool = False,
