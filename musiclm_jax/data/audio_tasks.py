@@ -4,7 +4,9 @@ Importing this module registers, for every builder config it knows:
 
   <dataset>_audio_<rate>   {"audio": float32 [sequence_length["audio"]]}, a random crop,
                            loudness-normalised (SoundStream, w2v-BERT)
-  <dataset>_pairs_<rate>   {"audio": ..., "text": string} (MuLan's audio-text pairs)
+  <dataset>_pairs_<rate>   {"audio": ..., "text": string} (MuLan's audio-text pairs; with
+                           `tasks.caption_augmentation.rate`, captions cut to clauses,
+                           some dropped, reordered: augment_captions)
 
 e.g. `synthetic_music_audio_16k`, `synthetic_music_pairs_16k`, `fma_audio_small_24k`,
 `musiccaps_pairs_16k`, `rendered_scores_pairs_demo`. Text is the synthetic or rendered-score
@@ -187,6 +189,49 @@ def normalize_loudness(dataset: tf.data.Dataset, target_dbfs: float = TARGET_DBF
   return normalize(dataset)
 
 
+@gin.configurable(module="tasks")
+def caption_augmentation(rate: float = 0.0, clause_keep_rate: float = 0.6) -> tuple[float, float]:
+  """For gin: the share of pair examples whose caption is rewritten by `augment_captions`, and
+  the chance each of its clauses survives. Read when a task is read (like tfds_data_dir)."""
+  if not 0.0 <= rate <= 1.0 or not 0.0 < clause_keep_rate <= 1.0:
+    raise ValueError(f"tasks.caption_augmentation: rate must be in [0, 1] and clause_keep_rate "
+                     f"in (0, 1], got {rate} and {clause_keep_rate}")
+  return rate, clause_keep_rate
+
+
+def augment_captions(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """Attribute dropout and reordering for any caption: at `caption_augmentation()`'s rate, the
+  caption is cut at , ; : . into clauses, each kept at clause_keep_rate (at least one), and the
+  kept ones joined in a random order. A text tower then meets each clause's words without the
+  rest of the sentence around them, as a prompt worded unlike the captions presents them."""
+  rate, keep_rate = caption_augmentation()
+  if not rate:
+    return dataset
+
+  @seqio.map_over_dataset(num_seeds=3)
+  def augment(ex, seeds):
+    text = ex["text"]
+    clauses = tf.strings.strip(tf.strings.split(
+        tf.strings.regex_replace(text, r"[,;:.]", "\x00"), "\x00"))
+    clauses = tf.boolean_mask(clauses, tf.strings.length(clauses) > 0)
+    n = tf.size(clauses)
+    kept = tf.random.stateless_uniform([n], seeds[0]) < keep_rate
+    # Never all of them dropped: then one clause, chosen at random, stays.
+    one = tf.one_hot(tf.random.stateless_uniform([], seeds[0], 0, tf.maximum(n, 1), tf.int32),
+                     n, on_value=True, off_value=False)
+    kept = tf.where(tf.reduce_any(kept), kept, one)
+    order = tf.argsort(tf.random.stateless_uniform([n], seeds[1]))
+    shuffled = tf.gather(clauses, order)
+    rewritten = tf.strings.reduce_join(tf.boolean_mask(shuffled, tf.gather(kept, order)),
+                                       separator=", ") + "."
+    use = (tf.random.stateless_uniform([], seeds[2]) < rate) & (n > 0)
+    ex = dict(ex)
+    ex["text"] = tf.where(use, rewritten, text)
+    return ex
+
+  return augment(dataset)
+
+
 # --- registration -----------------------------------------------------------------------------
 
 _REGISTERED: dict[str, tuple] = {}
@@ -208,6 +253,8 @@ def add_audio_task(name: str, source: seqio.DataSource, text_key: Optional[str] 
   preprocessors = [functools.partial(select_audio, text_key=text_key), random_crop_audio]
   if normalize:
     preprocessors.append(normalize_loudness)
+  if text_key is not None:
+    preprocessors.append(augment_captions)
   features = {"audio": AUDIO_FEATURE}
   if text_key is not None:
     features["text"] = TEXT_FEATURE
