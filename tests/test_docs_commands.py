@@ -14,8 +14,9 @@ How the modules answer a request for help: absl's `app.run` prints every flag fo
 `--helpfull` and exits 1 (`absl.app.HelpfullFlag` calls `_exit_before_main(1)`; `--help` is
 the same, with only the main module's flags, which for the gin entry points are none: their
 flags live in `core/gin_utils.py`). argparse (`build_data`) exits 0 after `--help`. The demo's
-two sub-steps take positional arguments only: `demo.prompts` is run for real into the
-temporary directory, and `demo.report` prints its usage and exits 1 on any other arguments.
+sub-steps take positional arguments only: `demo.prompts` and `demo.heldout_prompts` are run
+for real into the temporary directory; `demo.report` and `demo.mulan_following` print their
+usage and exit 1 on any other arguments.
 
 The docs must also name no file, gin config or module that does not exist, and none of the
 names the code had before it moved into subpackages.
@@ -47,10 +48,13 @@ HELP = {
     "musiclm_jax.build_data": (["--help"], 0, "stdout", "usage:"),
     "musiclm_jax.demo.report": (["--help"], 1, "stderr",
                                 "usage: python -m musiclm_jax.demo.report"),
+    "musiclm_jax.demo.mulan_following": (["--help"], 1, "stderr",
+                                         "usage: python -m musiclm_jax.demo.mulan_following"),
 }
 # Run for real instead: (arguments, relative to the temporary working directory; the file
 # it must write).
-RUN = {"musiclm_jax.demo.prompts": (["prompts.jsonl", "4.0"], "prompts.jsonl")}
+RUN = {"musiclm_jax.demo.prompts": (["prompts.jsonl", "4.0"], "prompts.jsonl"),
+       "musiclm_jax.demo.heldout_prompts": (["heldout.jsonl", "4.0"], "heldout.jsonl")}
 
 # The names the code had before the subpackages, and text that does not belong in the docs.
 STALE = [
