@@ -1,10 +1,12 @@
 """Where a compiled step's time goes: XLA:CPU's own per-op trace, grouped.
 
-Run:  .venv/bin/python bench/op_profile.py [--what train_step|soundstream_warm_up|soundstream_gan]
+Run:  .venv/bin/python bench/op_profile.py [--what train_step|soundstream_warm_up|soundstream_gan|
+                                                   sample_batch_1|sample_batch_8]
                                             [--steps 3] [--top 20]
 
 Compiles the step (`train_step`: bench/train_step.py's `fixed` config as `trainer.train` jits
-it; `soundstream_*`: bench/soundstream_step.py's tiny codec per phase), runs it twice to warm
+it; `soundstream_*`: bench/soundstream_step.py's tiny codec per phase; `sample_batch_*`: one
+call of bench/sample.py's KV-cached sampling, prompt 64 and 128 new tokens), runs it twice to warm
 up, then traces `--steps` executions with `jax.profiler` (a Perfetto trace). Every XLA op in
 the trace is matched to its instruction in the compiled HLO and grouped by
 
@@ -118,7 +120,21 @@ def _soundstream_step(which: str):
   return compiled, lambda: jax.block_until_ready(compiled(state, batch))
 
 
+def _sample(batch_size: int):
+  from bench import sample as bench_sample  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  model, params = bench_sample.build_model(bench_sample.PROMPT + bench_sample.NEW + 1)
+  batch = bench_sample._batch(batch_size, bench_sample.PROMPT, bench_sample.NEW,  # pylint: disable=protected-access
+                              np.random.default_rng(0))
+  sample = jax.jit(lambda p, b, r: model.predict_batch_with_aux(
+      p, b, r, decoder_params={"temperature": 1.0, "max_decode_steps": bench_sample.NEW})[0])
+  rng = jax.random.key(0)
+  compiled = sample.lower(params, batch, rng).compile()
+  return compiled, lambda: jax.block_until_ready(compiled(params, batch, rng))
+
+
 STEPS = {"train_step": _train_step,
+         "sample_batch_1": lambda: _sample(1), "sample_batch_8": lambda: _sample(8),
          "soundstream_warm_up": lambda: _soundstream_step("warm_up"),
          "soundstream_gan": lambda: _soundstream_step("gan")}
 

@@ -11,6 +11,12 @@ sampled tokens at temperature 1.
 - nocache: the same number of tokens, each from a full forward over the whole sequence
            (jitted; a Python loop over positions) — the cost the cache removes.
 Tokens/s counts sampled tokens for the whole batch; compile time is excluded.
+
+The memory roofline: a decoding step must read every parameter and the live KV cache (keys
+and values of the positions so far, averaged over the sampled positions) at least once. Over
+the machine's read bandwidth (measured here: a jitted sum over a 256 MiB float32 array, best
+of 10) that bounds the tokens/s of a batch; the table prints it and how far the cached
+sampler is from it.
 """
 import argparse
 import os
@@ -29,6 +35,16 @@ from musiclm_jax.stages.transformer import DecoderOnlyTransformer, TransformerCo
 
 CONFIG = TransformerConfig(vocab_size=1024 + token_layout.NUM_SPECIAL_IDS, emb_dim=512, num_heads=8,
                            head_dim=64, mlp_dim=2048, num_layers=6, dropout_rate=0.0)
+
+
+PROMPT, NEW = 64, 128
+
+
+def build_model(length: int):
+  model = DecoderOnlyModel(DecoderOnlyTransformer(CONFIG))
+  params = nn.meta.unbox(model.get_initial_variables(
+      jax.random.key(0), {"decoder_input_tokens": (1, length)})["params"])
+  return model, params
 
 
 def _batch(batch, prompt, new, rng):
@@ -76,28 +92,52 @@ def bench_nocache(model, params, batch, prompt, new):
   return _timed(run, repeats=1)
 
 
+def read_bandwidth(mib: int = 256, repeats: int = 10) -> float:
+  """Bytes/s a jitted reduction streams from memory (an array far beyond the caches)."""
+  x = jnp.ones((mib * 2**20 // 4,), jnp.float32)
+  total = jax.jit(jnp.sum)
+  jax.block_until_ready(total(x))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(total(x))
+    best = min(best, time.perf_counter() - start)
+  return x.size * 4 / best
+
+
+def decode_step_bytes(params, batch_size: int, prompt: int, new: int) -> float:
+  """Parameters plus the live KV cache, averaged over the sampled positions."""
+  param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+  mean_length = prompt + (new + 1) / 2
+  per_position = 2 * CONFIG.num_layers * CONFIG.num_heads * CONFIG.head_dim * 4
+  return param_bytes + batch_size * mean_length * per_position
+
+
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("--new", type=int, default=128)
-  parser.add_argument("--prompt", type=int, default=64)
+  parser.add_argument("--new", type=int, default=NEW)
+  parser.add_argument("--prompt", type=int, default=PROMPT)
   parser.add_argument("--batches", default="1,8")
   args = parser.parse_args()
-  model = DecoderOnlyModel(DecoderOnlyTransformer(CONFIG))
-  length = args.prompt + args.new + 1
-  params = nn.meta.unbox(model.get_initial_variables(
-      jax.random.key(0), {"decoder_input_tokens": (1, length)})["params"])
+  model, params = build_model(args.prompt + args.new + 1)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores; "
         f"emb 512, 6 layers, 8x64 heads, mlp 2048, vocab {CONFIG.vocab_size}, float32; "
         f"prompt {args.prompt}, {args.new} new tokens")
-  print(f"{'batch':>5}  {'mode':>7}  {'seconds':>8}  {'tokens/s':>9}  {'speed-up':>8}")
+  bandwidth = read_bandwidth()
+  print(f"measured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
+  print(f"{'batch':>5}  {'mode':>7}  {'seconds':>8}  {'tokens/s':>9}  {'speed-up':>8}  "
+        f"{'roofline tokens/s':>17}  {'of roofline':>11}")
   rng = np.random.default_rng(0)
   for batch_size in [int(b) for b in args.batches.split(",")]:
     batch = _batch(batch_size, args.prompt, args.new, rng)
     cached = bench_cache(model, params, batch, args.new)
     uncached = bench_nocache(model, params, batch, args.prompt, args.new)
+    roofline = batch_size * bandwidth / decode_step_bytes(params, batch_size, args.prompt,
+                                                          args.new)
     for mode, seconds in (("cache", cached), ("nocache", uncached)):
-      print(f"{batch_size:>5}  {mode:>7}  {seconds:>8.2f}  {batch_size * args.new / seconds:>9.1f}"
-            f"  {uncached / seconds:>7.1f}x")
+      tokens_per_s = batch_size * args.new / seconds
+      print(f"{batch_size:>5}  {mode:>7}  {seconds:>8.2f}  {tokens_per_s:>9.1f}"
+            f"  {uncached / seconds:>7.1f}x  {roofline:>17.0f}  {tokens_per_s / roofline:>10.0%}")
 
 
 if __name__ == "__main__":

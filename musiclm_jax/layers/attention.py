@@ -1,7 +1,10 @@
 """Multi-head dot-product attention with logical axes and an autoregressive KV cache.
 
-Cache layout (collection "cache"): `cached_key`/`cached_value` `[batch, max_length, heads, kv]`,
-`cache_index` `[batch]`, the next position each example writes, and `key_valid`
+Cache layout (collection "cache"): `cached_key` `[batch, heads, kv, max_length]` and
+`cached_value` `[batch, heads, max_length, kv]`: each as a decoding step's matmul reads it
+(contracted axis, then the kept one), so no step copies the cache into another layout (in
+`[batch, max_length, heads, kv]` XLA:CPU transposed both caches in every step: a fifth of a
+sampling step's op time, bench/README.md); `cache_index` `[batch]`, the next position each example writes, and `key_valid`
 `[batch, max_length]`. The index is per example so a batch may hold prompts of different
 lengths (prefill sets it to each prompt length); `key_valid` remembers prompt positions that
 are padding (e.g. conditioning blanked out for classifier-free guidance) so decoding steps
@@ -20,9 +23,24 @@ from musiclm_jax.layers.relative_position import bias_from_table
 _NEG_INF = -1e10  # large but finite: a fully-masked row must not produce NaN
 
 
-def _write_at(cache, update, index):
-  """Writes `update [b, n, h, d]` into `cache [b, L, h, d]` at per-example `index [b]`."""
-  return jax.vmap(lambda c, u, i: lax.dynamic_update_slice(c, u, (i, 0, 0)))(cache, update, index)
+def _write_at(cache, update, index, axis: int):
+  """Writes `update` (length 1 along `axis`) into `cache` at per-example `index [b]` along
+  `axis` (of the example's own axes)."""
+  def write(c, u, i):
+    start = [0] * c.ndim
+    start[axis] = i
+    return lax.dynamic_update_slice(c, u, tuple(start))
+  return jax.vmap(write)(cache, update, index)
+
+
+def _key_layout(key):
+  """`[b, L, h, d]` -> the key cache's `[b, h, d, L]`."""
+  return jnp.transpose(key, (0, 2, 3, 1))
+
+
+def _value_layout(value):
+  """`[b, L, h, d]` -> the value cache's `[b, h, L, d]`."""
+  return jnp.swapaxes(value, 1, 2)
 
 
 class MultiHeadAttention(nn.Module):
@@ -69,13 +87,15 @@ class MultiHeadAttention(nn.Module):
     single_step = False
     if decode:
       is_initialized = self.has_variable("cache", "cached_key")
-      cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-      cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+      cached_key = self.variable("cache", "cached_key", jnp.zeros,
+                                 (batch, self.num_heads, self.head_dim, length), key.dtype)
+      cached_value = self.variable("cache", "cached_value", jnp.zeros,
+                                   (batch, self.num_heads, length, self.head_dim), value.dtype)
       cache_index = self.variable("cache", "cache_index", jnp.zeros, (batch,), jnp.int32)
       cached_valid = self.variable("cache", "key_valid", jnp.ones, (batch, length), jnp.bool_)
       if is_initialized and prefill_lengths is not None:
-        cached_key.value = key
-        cached_value.value = value
+        cached_key.value = _key_layout(key)
+        cached_value.value = _value_layout(value)
         cache_index.value = prefill_lengths.astype(jnp.int32)
         if key_valid is not None:
           cached_valid.value = key_valid.astype(jnp.bool_)
@@ -83,14 +103,14 @@ class MultiHeadAttention(nn.Module):
         if length != 1:
           raise ValueError(f"single-step decoding takes one position, got length {length}")
         index = cache_index.value
-        cached_key.value = _write_at(cached_key.value, key, index)
-        cached_value.value = _write_at(cached_value.value, value, index)
+        cached_key.value = _write_at(cached_key.value, _key_layout(key), index, axis=2)
+        cached_value.value = _write_at(cached_value.value, _value_layout(value), index, axis=1)
         cached_valid.value = cached_valid.value | (
             jnp.arange(cached_valid.value.shape[1])[None, :] == index[:, None])
         cache_index.value = index + 1
         single_step = True
-        key, value = cached_key.value, cached_value.value
-        max_length = key.shape[1]
+        key, value = cached_key.value, cached_value.value   # [b, h, d, L], [b, h, L, d]
+        max_length = value.shape[2]
         key_positions = jnp.arange(max_length)[None, :]
         query_positions = index[:, None]
         # A decoding step sees every valid cached position up to and including its own.
@@ -113,14 +133,14 @@ class MultiHeadAttention(nn.Module):
           dropout_rate=self.dropout_rate if use_dropout else 0.0,
           dropout_rng=self.make_rng("dropout") if use_dropout else None, dtype=self.dtype)
       return self._project_out(out, x.shape[-1], qkv_axes, kw)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+    logits = jnp.einsum("bqhd,bhdk->bhqk" if single_step else "bqhd,bkhd->bhqk", query, key)
     logits = logits + bias_from_table(relative_bias, query_positions,
                                       key_positions).astype(logits.dtype)
     logits = jnp.where(mask, logits, jnp.asarray(_NEG_INF, logits.dtype))
     # Softmax in float32: bfloat16 exp/normalise loses too much for long sequences.
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+    out = jnp.einsum("bhqk,bhkd->bqhd" if single_step else "bhqk,bkhd->bqhd", weights, value)
     return self._project_out(out, x.shape[-1], qkv_axes, kw)
 
   def _project_out(self, out, features: int, qkv_axes, kw):

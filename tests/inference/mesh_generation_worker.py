@@ -45,7 +45,7 @@ def _parse(parts_dir, shape):
 
 
 def cache_spec(sampler) -> str:
-  """The sharding GSPMD gives the first layer's cached keys `[batch, length, heads, kv]` when
+  """The sharding GSPMD gives the first layer's cached keys `[batch, heads, kv, length]` when
   the sampler's parameters and a batch of 8 prompts prefill the KV cache."""
   tokens = jax.device_put(np.ones((8, 16), np.int32),
                           NamedSharding(sampler.mesh, PartitionSpec(partitioning.BATCH_AXES)))

@@ -50,5 +50,5 @@ def test_parameters_and_kv_cache_shard_as_the_logical_rules_say(results):
   two = results["2x2x2"]
   assert int(two["num_sharded_params"]) > 0
   assert int(two["param_bytes_per_device"]) < 0.3 * int(results["1dev"]["param_bytes_per_device"])
-  # The cached keys [batch, length, heads, kv]: batch over data x fsdp, heads over model.
-  assert str(two["cache_spec"]) == "P(('data', 'fsdp'), None, 'model')"
+  # The cached keys [batch, heads, kv, length]: batch over data x fsdp, heads over model.
+  assert str(two["cache_spec"]) == "P(('data', 'fsdp'), 'model')"
