@@ -2,8 +2,8 @@
 
   audio tower: wav 16 kHz -> log-mel (64 x 10 ms) -> ResNet -> mean over time and frequency
                -> linear -> L2-normalise                              [batch, 128]
-  text tower:  caption -> WordPiece ids -> BERT -> mean (or [CLS]) pooling -> linear
-               -> L2-normalise                                        [batch, 128]
+  text tower:  caption -> WordPiece ids -> BERT -> mean (or [CLS], or attention) pooling
+               -> linear -> L2-normalise                              [batch, 128]
   loss:        symmetric InfoNCE with a learned temperature over the (gathered) batch
 
 MusicLM conditions its stages on MuLan *audio* embeddings during training and on the *text*
@@ -34,7 +34,7 @@ from musiclm_jax.mulan.wordpiece import BertTextTokenizer
 from musiclm_jax.stages.transformer import as_dtype
 
 _JOINT_AXES = ("activation_batch", "activation_joint")
-TEXT_POOLINGS = ("mean", "cls")
+TEXT_POOLINGS = ("mean", "cls", "attention")
 
 
 @gin.configurable
@@ -50,6 +50,9 @@ class MuLanConfig:
   text_tower: bert.BertConfig = dataclasses.field(default_factory=bert.minilm_l6)
   embed_dim: int = 128
   text_pooling: str = "mean"     # MiniLM's sentence embedding is a mean; BERT's is [CLS]
+  # "attention": text_pool_heads learned queries over the text tower's token states, their
+  # pooled states concatenated. The queries start at zero, so each head starts as the mean.
+  text_pool_heads: int = 4
   max_text_length: int = 64
   window_seconds: float = 10.0   # MusicLM: 10 s windows, 1 s hop, averaged
   hop_seconds: float = 1.0
@@ -61,7 +64,7 @@ class MuLanConfig:
     if self.text_pooling not in TEXT_POOLINGS:
       raise ValueError(f"MuLanConfig.text_pooling={self.text_pooling!r}; expected one of "
                        f"{TEXT_POOLINGS}")
-    for name in ("sample_rate", "num_mels", "mel_window", "mel_hop", "embed_dim",
+    for name in ("sample_rate", "num_mels", "mel_window", "mel_hop", "embed_dim", "text_pool_heads",
                  "window_seconds", "hop_seconds", "initial_temperature"):
       if getattr(self, name) <= 0:
         raise ValueError(f"MuLanConfig.{name} must be positive, got {getattr(self, name)}")
@@ -112,6 +115,11 @@ class MuLan(nn.Module):
     self.text_tower = bert.BertEncoder(cfg.text_tower)
     self.text_projection = dense(cfg.embed_dim, ("embed", "joint_embed"),
                                  name="text_projection", **kw)
+    if cfg.text_pooling == "attention":
+      self.text_pool_queries = self.param(
+          "text_pool_queries", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                            (None, "embed")),
+          (cfg.text_pool_heads, cfg.text_tower.emb_dim), jnp.float32)
     self.log_logit_scale = self.param(
         "log_logit_scale", nn.with_logical_partitioning(
             nn.initializers.constant(math.log(1.0 / cfg.initial_temperature)), ()),
@@ -131,9 +139,22 @@ class MuLan(nn.Module):
   def embed_text(self, tokens, *, enable_dropout: bool = False):
     """int `[batch, length]` WordPiece ids (0 = padding) -> unit-norm `[batch, embed_dim]`."""
     hidden = self.text_tower(tokens, enable_dropout=enable_dropout).astype(jnp.float32)
-    pooled = bert.mean_pool(hidden, tokens) if self.config.text_pooling == "mean" else (
-        hidden[:, 0])
+    pooled = self._pool_text(hidden, tokens)
     return nn.with_logical_constraint(l2_normalize(self.text_projection(pooled)), _JOINT_AXES)
+
+  def _pool_text(self, hidden, tokens):
+    """`[batch, length, hidden]` -> `[batch, features]` (MuLanConfig.text_pooling)."""
+    if self.config.text_pooling == "mean":
+      return bert.mean_pool(hidden, tokens)
+    if self.config.text_pooling == "cls":
+      return hidden[:, 0]
+    # A mean over a whole sentence lets its frame words outweigh the few that name the music;
+    # learned queries can weigh the tokens instead (docs/prompt_following.md).
+    scores = jnp.einsum("bld,hd->bhl", hidden, self.text_pool_queries) / math.sqrt(
+        hidden.shape[-1])
+    scores = jnp.where((tokens != bert.PAD_ID)[:, None, :], scores, -1e9)
+    pooled = jnp.einsum("bhl,bld->bhd", jax.nn.softmax(scores, axis=-1), hidden)
+    return pooled.reshape(pooled.shape[0], -1)
 
   def __call__(self, wav, tokens, *, enable_dropout: bool = False):
     """-> (audio `[batch, embed_dim]`, text `[batch, embed_dim]`, log logit scale `[]`)."""

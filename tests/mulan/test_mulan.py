@@ -40,6 +40,29 @@ def test_embeddings_are_unit_vectors_in_the_joint_space():
   assert model.embed_audio(params, batch["audio"][:, :3000]).shape == (4, 16)
 
 
+def test_attention_pooling_starts_as_the_mean_and_never_weighs_padding():
+  model = mulan_helpers.tiny_model(config=mulan_helpers.tiny_config(text_pooling="attention",
+                                                                    text_pool_heads=3))
+  params = mulan_helpers.init_params(model)
+  tokens = jnp.asarray(model.tokenizer.tokenize(CAPTIONS))
+  hidden = jax.random.normal(jax.random.key(1), (*tokens.shape, model.config.text_tower.emb_dim))
+  pool = lambda p, h: model.module.apply({"params": p}, h, tokens,
+                                         method=lambda m, h, t: m._pool_text(h, t))  # pylint: disable=protected-access
+  pooled = pool(params, hidden)
+  mean = bert.mean_pool(hidden, tokens)
+  assert params["text_pool_queries"].shape == (3, model.config.text_tower.emb_dim)
+  np.testing.assert_allclose(pooled, jnp.tile(mean, (1, 3)), rtol=1e-5, atol=1e-6)
+  # Learned queries weigh tokens unequally, but padding positions still count for nothing.
+  queries = jax.random.normal(jax.random.key(2), params["text_pool_queries"].shape)
+  params = dict(params, text_pool_queries=queries)
+  padding = (tokens == bert.PAD_ID)[..., None]
+  changed = jnp.where(padding, 100.0, hidden)
+  np.testing.assert_allclose(pool(params, hidden), pool(params, changed), rtol=1e-5)
+  assert not np.allclose(pool(params, hidden), jnp.tile(mean, (1, 3)), atol=1e-3)
+  text = model.embed_text(params, tokens)
+  np.testing.assert_allclose(np.linalg.norm(text, axis=-1), 1.0, rtol=1e-5)
+
+
 def _tower_params(config):
   model = mulan.MuLanModel(mulan.MuLan(config))
   params = nn.meta.unbox(jax.eval_shape(lambda: model.init_variables(jax.random.key(0)))["params"])
