@@ -1,12 +1,14 @@
 """Where a compiled step's time goes: XLA:CPU's own per-op trace, grouped.
 
 Run:  .venv/bin/python bench/op_profile.py [--what train_step|soundstream_warm_up|soundstream_gan|
-                                                   sample_batch_1|sample_batch_8]
+                                                   sample_batch_1|sample_batch_8|
+                                                   codec_encode|codec_decode]
                                             [--steps 3] [--top 20]
 
 Compiles the step (`train_step`: bench/train_step.py's `fixed` config as `trainer.train` jits
 it; `soundstream_*`: bench/soundstream_step.py's tiny codec per phase; `sample_batch_*`: one
-call of bench/sample.py's KV-cached sampling, prompt 64 and 128 new tokens), runs it twice to warm
+call of bench/sample.py's KV-cached sampling, prompt 64 and 128 new tokens; `codec_*`: the paper
+SoundStream's encode or decode of 10 s at batch 1, as bench/codec.py), runs it twice to warm
 up, then traces `--steps` executions with `jax.profiler` (a Perfetto trace). Every XLA op in
 the trace is matched to its instruction in the compiled HLO and grouped by
 
@@ -133,7 +135,27 @@ def _sample(batch_size: int):
   return compiled, lambda: jax.block_until_ready(compiled(params, batch, rng))
 
 
+def _codec(which: str):
+  from bench import codec as bench_codec  # pylint: disable=import-outside-toplevel
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  cfg = bench_codec.CONFIGS["paper"]()
+  init = jax.jit(bench_codec.SoundStreamCodec(cfg).init)
+  codec = bench_codec.Codec(cfg, nn.meta.unbox(init(jax.random.key(0, impl="rbg"),
+                                                    jnp.zeros((1, cfg.hop)))))
+  wav = jnp.asarray(np.random.default_rng(0).uniform(-0.5, 0.5, (1, 10 * cfg.sample_rate)),
+                    jnp.float32)
+  if which == "encode":
+    compiled = codec._encode.lower(codec.variables, wav, cfg.num_levels).compile()  # pylint: disable=protected-access
+    return compiled, lambda: jax.block_until_ready(compiled(codec.variables, wav))
+  codes = codec.encode(wav)
+  compiled = codec._decode.lower(codec.variables, codes).compile()  # pylint: disable=protected-access
+  return compiled, lambda: jax.block_until_ready(compiled(codec.variables, codes))
+
+
 STEPS = {"train_step": _train_step,
+         "codec_encode": lambda: _codec("encode"), "codec_decode": lambda: _codec("decode"),
          "sample_batch_1": lambda: _sample(1), "sample_batch_8": lambda: _sample(8),
          "soundstream_warm_up": lambda: _soundstream_step("warm_up"),
          "soundstream_gan": lambda: _soundstream_step("gan")}
