@@ -12,14 +12,11 @@ training phrase.
 Scoring them the same way as the in-template prompts asks whether the system follows what a
 prompt means or only the surface form it was trained on.
 """
-import json
-import string
 import sys
 from typing import Any
 
 import numpy as np
 
-from musiclm_jax.core import files
 from musiclm_jax.demo import prompts as demo_prompts
 
 # Per attribute value, each wording in the grammatical role the frames below give it.
@@ -67,19 +64,10 @@ def write_prompt(attributes: dict[str, Any], rng: np.random.Generator) -> str:
 
 def write_prompts(path: str, seconds: float, seed: int = 0,
                   phrasings: int = demo_prompts.PHRASINGS) -> list[dict[str, Any]]:
-  """Writes the held-out prompts JSONL (`id`, `text`, `seconds`, `attributes`), as many as
-  prompts.write_prompts and over the same attributes; returns its records."""
-  records = []
-  for i, attributes in enumerate(demo_prompts.prompt_attributes()):
-    drums = "drums" if attributes["drums"] else "nodrums"
-    for variant in range(phrasings):
-      text = write_prompt(attributes, np.random.default_rng([seed, i, variant, 1]))
-      records.append({
-          "id": f"h{i:02d}{string.ascii_lowercase[variant]}_{attributes['register']}_"
-                f"{attributes['instrument']}_{drums}",
-          "text": text, "seconds": seconds, "attributes": attributes})
-  files.write_text(path, "".join(json.dumps(record) + "\n" for record in records))
-  return records
+  """Writes the held-out prompts JSONL (`id` starting "h", `text`, `seconds`, `attributes`):
+  as many as prompts.write_prompts, over the same attributes; returns its records."""
+  return demo_prompts.write_prompts(path, seconds, seed, phrasings, write_text=write_prompt,
+                                    id_prefix="h", rng_salt=(1,))
 
 
 if __name__ == "__main__":

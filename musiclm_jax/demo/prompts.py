@@ -7,7 +7,7 @@ import itertools
 import json
 import string
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -40,18 +40,20 @@ def prompt_attributes() -> list[dict[str, Any]]:
   return rows
 
 
-def write_prompts(path: str, seconds: float, seed: int = 0,
-                  phrasings: int = PHRASINGS) -> list[dict[str, Any]]:
-  """Writes the prompts JSONL (`id`, `text`, `seconds`, `attributes`); returns its records."""
+def write_prompts(path: str, seconds: float, seed: int = 0, phrasings: int = PHRASINGS,
+                  write_text: Callable[[dict, np.random.Generator], str] = (
+                      music_captions.write_caption),
+                  id_prefix: str = "", rng_salt: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+  """Writes the prompts JSONL (`id`, `text`, `seconds`, `attributes`); returns its records.
+  `write_text(attributes, rng)` words each prompt (heldout_prompts.py passes its own)."""
   records = []
   for i, attributes in enumerate(prompt_attributes()):
     drums = "drums" if attributes["drums"] else "nodrums"
     for variant in range(phrasings):
-      text = music_captions.write_caption(attributes,
-                                          np.random.default_rng([seed, i, variant]))
+      text = write_text(attributes, np.random.default_rng([seed, i, variant, *rng_salt]))
       records.append({
-          "id": f"{i:02d}{string.ascii_lowercase[variant]}_{attributes['register']}_"
-                f"{attributes['instrument']}_{drums}",
+          "id": f"{id_prefix}{i:02d}{string.ascii_lowercase[variant]}_"
+                f"{attributes['register']}_{attributes['instrument']}_{drums}",
           "text": text, "seconds": seconds, "attributes": attributes})
   files.write_text(path, "".join(json.dumps(record) + "\n" for record in records))
   return records

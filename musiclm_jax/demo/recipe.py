@@ -137,10 +137,8 @@ def steps(output_dir: str, steps_scale: float = 1.0,
             "--gin.evaluation.evaluate.codec_config=@SoundStreamConfig()",
             f"--gin.evaluation.evaluate.codec_model_dir='{out.soundstream}'"),
            (os.path.join(out.generations, "metrics.json"),), env),
-      Step("prompt_following", "does the audio follow its prompt? (vs shuffled prompts)",
-           "musiclm_jax.demo.report",
-           (out.generations, f"{out.prompts}.jsonl", str(GENERATE_SECONDS)),
-           (os.path.join(out.generations, "prompt_following.json"),), env),
+      _report(env, "prompt_following", "does the audio follow its prompt? (vs shuffled prompts)",
+              f"{out.prompts}.jsonl", out.generations),
       # The same attributes in wordings no training caption uses (heldout_prompts.py).
       Step("heldout_prompts", "write the held-out prompts (the same attributes, new wordings)",
            "musiclm_jax.demo.heldout_prompts",
@@ -148,10 +146,9 @@ def steps(output_dir: str, steps_scale: float = 1.0,
            (f"{out.heldout_prompts}.jsonl",), env),
       _generate(out, env, "generate_heldout", "text -> audio for the held-out prompts",
                 f"{out.heldout_prompts}.jsonl", out.generations_heldout),
-      Step("prompt_following_heldout", "does the audio follow prompts worded unlike training?",
-           "musiclm_jax.demo.report",
-           (out.generations_heldout, f"{out.heldout_prompts}.jsonl", str(GENERATE_SECONDS)),
-           (os.path.join(out.generations_heldout, "prompt_following.json"),), env),
+      _report(env, "prompt_following_heldout",
+              "does the audio follow prompts worded unlike training?",
+              f"{out.heldout_prompts}.jsonl", out.generations_heldout),
       Step("mulan_following", "does MuLan read both prompt sets' attributes? (before any stage)",
            "musiclm_jax.demo.mulan_following",
            (out.mulan, f"{out.mulan_following}.json", f"{out.prompts}.jsonl",
@@ -171,6 +168,12 @@ def _generate(out: Paths, env, name: str, description: str, prompts_file: str,
                f"--gin.SECONDS={GENERATE_SECONDS}", f"--gin.INFER_OUTPUT_DIR='{output_dir}'"),
               (os.path.join(output_dir, "index.html"),
                os.path.join(output_dir, "generations.jsonl")), env)
+
+
+def _report(env, name: str, description: str, prompts_file: str, generations: str) -> Step:
+  return Step(name, description, "musiclm_jax.demo.report",
+              (generations, prompts_file, str(GENERATE_SECONDS)),
+              (os.path.join(generations, "prompt_following.json"),), env)
 
 
 def _cache_tokens(out: Paths, env) -> Step:
