@@ -96,9 +96,10 @@ def decode_step(model, params, batch: int, length: int, mesh=None) -> DecodeStep
   model_chips = shape.get("model", 1)
 
   def cache_bytes_per_chip(x):
-    # Keys and values [..., heads, head_dim] also split their heads over the model axis
-    # (activation_heads), as tensor parallelism shards them.
-    heads = x.shape[-2:] == (config.num_heads, config.head_dim)
+    # Keys [batch, heads, head_dim, length] and values [batch, heads, length, head_dim]
+    # (layers/attention.py) also split their heads over the model axis (activation_heads),
+    # as tensor parallelism shards them.
+    heads = x.ndim == 4 and x.shape[1] == config.num_heads
     split = batch_split * (model_chips if heads and config.num_heads % model_chips == 0 else 1)
     return _nbytes(x, per_chip=False) / split
 
