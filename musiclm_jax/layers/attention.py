@@ -1,14 +1,14 @@
 """Multi-head dot-product attention with logical axes and an autoregressive KV cache.
 
 Cache layout (collection "cache"): `cached_key` `[batch, heads, kv, max_length]` and
-`cached_value` `[batch, heads, max_length, kv]`: each as a decoding step's matmul reads it
+`cached_value` `[batch, heads, max_length, kv]`, each as a decoding step's matmul reads it
 (contracted axis, then the kept one), so no step copies the cache into another layout (in
 `[batch, max_length, heads, kv]` XLA:CPU transposed both caches in every step: a fifth of a
-sampling step's op time, bench/README.md); `cache_index` `[batch]`, the next position each example writes, and `key_valid`
-`[batch, max_length]`. The index is per example so a batch may hold prompts of different
-lengths (prefill sets it to each prompt length); `key_valid` remembers prompt positions that
-are padding (e.g. conditioning blanked out for classifier-free guidance) so decoding steps
-never attend to them.
+sampling step's op time, bench/README.md); `cache_index` `[batch]`, the next position each
+example writes; and `key_valid` `[batch, max_length]`. The index is per example so a batch
+may hold prompts of different lengths (prefill sets it to each prompt length); `key_valid`
+remembers prompt positions that are padding (e.g. conditioning blanked out for
+classifier-free guidance) so decoding steps never attend to them.
 """
 import flax.linen as nn
 import jax

@@ -80,6 +80,9 @@ class StageModel(t5x_models.DecoderOnlyModel):
   def _compute_logits(self, params, batch, dropout_rng=None, mutable=False,
                       other_variables=None):
     rngs = {"dropout": dropout_rng} if dropout_rng is not None else None
+    # Scores see the MuLan levels training conditions on (a no-op with all of them; loss_fn
+    # has already blanked its random ones).
+    batch, _ = self.stage_model.training_conditioning(batch, None)
     return self.module.apply(
         {"params": params, **(other_variables or {})}, batch["decoder_input_tokens"],
         batch["decoder_target_tokens"], decoder_segment_ids=batch.get("decoder_segment_ids"),

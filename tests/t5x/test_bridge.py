@@ -41,11 +41,11 @@ LAYOUT = token_layout.TINY
 GUIDED = {"temperature": 2.0, "guidance_scale": 3.0}
 
 
-def _models(stage_name="coarse", cfg_dropout_rate=0.0):
+def _models(stage_name="coarse", cfg_dropout_rate=0.0, **kwargs):
   stage = LAYOUT.stage(stage_name)
   module = DecoderOnlyTransformer(tiny_transformer_config(
       vocab_size=token_layout.padded_vocab_size(stage.vocab_size, 128), num_heads=4))
-  ours = DecoderOnlyModel(module, stage=stage, cfg_dropout_rate=cfg_dropout_rate)
+  ours = DecoderOnlyModel(module, stage=stage, cfg_dropout_rate=cfg_dropout_rate, **kwargs)
   return ours, StageModel(ours, optax_optimizer(optax.adamw(1e-3)))
 
 
@@ -123,6 +123,18 @@ def test_t5x_scores_and_losses_are_ours_and_the_vocabulary_is_the_tasks():
   our_loss, _ = ours.loss_fn(params, batch, None)
   np.testing.assert_allclose(t5x_loss, our_loss, rtol=1e-5)
   assert "accuracy" in metrics
+
+
+def test_t5x_scores_see_only_the_mulan_levels_the_stage_conditions_on():
+  ours, model = _models(mulan_levels=1)
+  params = nn.meta.unbox(ours.get_initial_variables(
+      jax.random.key(1), {"decoder_input_tokens": (1, 16)})["params"])
+  batch, _ = _batch(ours.stage)
+  np.testing.assert_allclose(model.score_batch(params, batch), ours.score_batch(params, batch),
+                             rtol=1e-5)
+  _, all_levels = _models()
+  assert not np.allclose(model.score_batch(params, batch),
+                         all_levels.score_batch(params, batch), rtol=1e-5)
 
 
 def test_conditioning_dropout_trains_the_unconditional_model_too():
