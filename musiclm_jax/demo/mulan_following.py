@@ -20,8 +20,7 @@ from musiclm_jax.core import files, gin_utils
 from musiclm_jax.data import music_synth
 from musiclm_jax.demo import prompt_following, prompts as demo_prompts
 
-ATTRIBUTES = {"register": demo_prompts.REGISTERS, "instrument": demo_prompts.INSTRUMENTS,
-              "drums": demo_prompts.DRUMS}
+ATTRIBUTES = demo_prompts.ATTRIBUTES
 CLIPS = 240
 SECONDS = 4.0
 

@@ -18,6 +18,8 @@ SPACE = music_synth.DEMO
 REGISTERS = SPACE.registers
 INSTRUMENTS = SPACE.instruments
 DRUMS = SPACE.drums
+# The attributes the prompts vary, with their values: what the following scores judge.
+ATTRIBUTES = {"register": REGISTERS, "instrument": INSTRUMENTS, "drums": DRUMS}
 # Captions per attribute combination, worded differently: more clips per attribute value make
 # the prompt-following score less of a coin toss (144 prompts; the score's AUC still moves by
 # about 0.1 between runs from nothing).

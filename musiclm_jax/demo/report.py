@@ -7,8 +7,7 @@ import sys
 from musiclm_jax.core import files
 from musiclm_jax.demo import prompts as demo_prompts, prompt_following
 
-ATTRIBUTES = {"register": demo_prompts.REGISTERS, "instrument": demo_prompts.INSTRUMENTS,
-              "drums": demo_prompts.DRUMS}
+ATTRIBUTES = demo_prompts.ATTRIBUTES
 OUTPUT = "prompt_following.json"
 
 

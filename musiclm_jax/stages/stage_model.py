@@ -88,13 +88,16 @@ class DecoderOnlyModel(BaseModel):
   def keep_mulan_levels(self, batch, kept):
     """Blanks (to padding) the MuLan levels past the first `kept [batch]` of each example;
     MuLan's one frame of levels leads the inputs (token_layout.STAGES)."""
-    targets, inputs = batch["decoder_target_tokens"], batch["decoder_input_tokens"]
-    positions = jnp.arange(targets.shape[-1])[None, :]
-    n, kept = self.conditioning_length, jnp.asarray(kept)[:, None]
-    blank_targets = (positions >= kept) & (positions < n)
-    blank_inputs = (positions >= kept + 1) & (positions <= n)
-    return dict(batch, decoder_target_tokens=jnp.where(blank_targets, 0, targets),
-                decoder_input_tokens=jnp.where(blank_inputs, 0, inputs))
+    return dict(batch,
+                decoder_target_tokens=self._blank_levels(batch["decoder_target_tokens"], kept, 0),
+                decoder_input_tokens=self._blank_levels(batch["decoder_input_tokens"], kept, 1))
+
+  def _blank_levels(self, tokens, kept, offset: int):
+    """`tokens [batch, length]` with MuLan level positions `offset + kept ..` `offset + n - 1`
+    set to padding (inputs are the targets shifted right by one: offset 1)."""
+    positions = jnp.arange(tokens.shape[-1])[None, :] - offset
+    kept = jnp.asarray(kept)[:, None]
+    return jnp.where((positions >= kept) & (positions < self.conditioning_length), 0, tokens)
 
   def training_conditioning(self, batch, dropout_rng):
     """The batch as training sees it: MuLan levels past `mulan_levels` blanked, a random
@@ -241,16 +244,12 @@ class DecoderOnlyModel(BaseModel):
       prompt, prompt_lengths = inputs * causal, inputs_lengths
     if self.conditioning_length and levels < self.conditioning_length:
       # After the prompt's length is counted: blanked levels are zeros, as padding is.
-      prompt = self.keep_mulan_levels(
-          {"decoder_input_tokens": prompt, "decoder_target_tokens": jnp.roll(prompt, -1, -1)},
-          jnp.full(prompt.shape[:1], levels))["decoder_input_tokens"]
+      prompt = self._blank_levels(prompt, jnp.full(prompt.shape[:1], levels), 1)
     cache, _ = self.prefill_cache(params, prompt, causal, prompt_lengths)
     if guidance != 1.0:
       if not self.conditioning_length:
         raise ValueError("guidance_scale needs a stage with MuLan conditioning")
-      unconditional = self.blank_conditioning(
-          {"decoder_input_tokens": prompt, "decoder_target_tokens": jnp.roll(prompt, -1, -1)},
-          jnp.ones(prompt.shape[:1], bool))["decoder_input_tokens"]
+      unconditional = self._blank_levels(prompt, jnp.zeros(prompt.shape[:1], jnp.int32), 1)
       cache = {"cond": cache,
                "uncond": self.prefill_cache(params, unconditional, causal, prompt_lengths)[0]}
 
