@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 import seqio
 
-from musiclm_jax.codec import codec_losses
+from musiclm_jax.codec import codec_losses, loss_balancer
 from musiclm_jax.codec.discriminators import DiscriminatorConfig, Discriminators
 from musiclm_jax.layers import rvq
 from musiclm_jax.evaluation import codec_metrics
@@ -37,6 +37,8 @@ class SoundStream(BaseModel):
   the discriminators push it). Before that step the train step does not run the
   discriminators at all (`train_phase`), so the warm-up costs what a plain codec step costs.
   With both adversarial weights 0 they never run: a plain reconstruction-trained codec.
+  `balance_losses` makes every weight except the commitment's a share of the gradient into the
+  reconstruction rather than a multiplier of the term's own scale (`loss_balancer`).
   Batches: `{audio_feature: float32 [batch, samples]}`, samples a multiple of the hop.
   """
   FEATURE_CONVERTER_CLS = seqio.PassThroughFeatureConverter
@@ -46,7 +48,8 @@ class SoundStream(BaseModel):
                adversarial_weight: float = 1.0, feature_weight: float = 100.0,
                reconstruction_weight: float = 1.0, commitment_weight: float = 1.0,
                waveform_weight: float = 0.0, stft_weight: float = 0.0,
-               discriminator_start_step: int = 0, audio_feature: str = "audio"):
+               balance_losses: bool = False, discriminator_start_step: int = 0,
+               audio_feature: str = "audio"):
     self.config = config
     self.generator = SoundStreamCodec(config)
     self.discriminators = Discriminators(discriminator_config)
@@ -56,6 +59,7 @@ class SoundStream(BaseModel):
     self.commitment_weight = commitment_weight
     self.waveform_weight = waveform_weight
     self.stft_weight = stft_weight
+    self.balance_losses = balance_losses
     self.discriminator_start_step = discriminator_start_step
     self.audio_feature = audio_feature
 
@@ -104,18 +108,23 @@ class SoundStream(BaseModel):
     (wav_hat, aux), updated = self.generator.apply(
         {"params": params["generator"], rvq.COLLECTION: codebooks}, wav, train=True,
         rngs={"quantizer": rng}, mutable=[rvq.COLLECTION])
-    reconstruction = codec_losses.multiscale_mel_loss(wav, wav_hat, self.config.sample_rate)
+    # What each weighted term reads: with balancing, its own normalising identity on wav_hat
+    # (one per term: a shared one would normalise the terms' sum), so the term's weight is its
+    # share of the gradient into wav_hat. The commitment term does not read wav_hat.
+    heard = lambda weight: loss_balancer.through(wav_hat, weight, self.balance_losses)
+    reconstruction = codec_losses.multiscale_mel_loss(wav, heard(self.reconstruction_weight),
+                                                      self.config.sample_rate)
     commitment = aux["commitment_loss"]
     generator_loss = (self.reconstruction_weight * reconstruction
                       + self.commitment_weight * commitment)
     metrics = {"reconstruction_loss": reconstruction, "commitment_loss": commitment,
                **{f"rvq/{k}": v for k, v in aux["metrics"].items()}}
     if self.waveform_weight:
-      waveform = codec_losses.waveform_l1_loss(wav, wav_hat)
+      waveform = codec_losses.waveform_l1_loss(wav, heard(self.waveform_weight))
       generator_loss += self.waveform_weight * waveform
       metrics["waveform_loss"] = waveform
     if self.stft_weight:
-      stft = codec_losses.multiresolution_stft_loss(wav, wav_hat)
+      stft = codec_losses.multiresolution_stft_loss(wav, heard(self.stft_weight))
       generator_loss += self.stft_weight * stft
       metrics["stft_loss"] = stft
     total = generator_loss
@@ -130,10 +139,13 @@ class SoundStream(BaseModel):
                                        jnp.concatenate([wav, jax.lax.stop_gradient(wav_hat)]))
       real = [(logits[:batch], [f[:batch] for f in feats]) for logits, feats in both]
       fake_detached = [(logits[batch:], [f[batch:] for f in feats]) for logits, feats in both]
-      fake = self.discriminators.apply(
-          {"params": jax.lax.stop_gradient(params["discriminator"])}, wav_hat)
+      judge = functools.partial(self.discriminators.apply,
+                                {"params": jax.lax.stop_gradient(params["discriminator"])})
+      fake = judge(heard(self.adversarial_weight))
+      # Balancing needs the two terms' gradients apart: a second pass over the fakes.
+      fake_for_features = judge(heard(self.feature_weight)) if self.balance_losses else fake
       adversarial = codec_losses.hinge_generator_loss(fake)
-      feature = codec_losses.feature_matching_loss(real, fake)
+      feature = codec_losses.feature_matching_loss(real, fake_for_features)
       discriminator_loss = codec_losses.hinge_discriminator_loss(real, fake_detached)
       generator_loss += active * (self.adversarial_weight * adversarial
                                   + self.feature_weight * feature)
