@@ -35,19 +35,22 @@ from musiclm_jax.codec.soundstream import SoundStreamConfig
 from musiclm_jax.codec.soundstream_gan import SoundStream
 from musiclm_jax.core import audio
 from musiclm_jax.core.train_state import TrainState
-from musiclm_jax.data import music_synth
+from musiclm_jax.data import music_synth, music_tokenizers, synthetic_music
 from musiclm_jax.evaluation import codec_metrics
 from musiclm_jax.stages import token_layout
 
-RATE, SECONDS, NUM_TRAIN, NUM_HELD_OUT = 16000, 4.0, 256, 32
+# The demo's data set, so the bench follows it if its config changes.
+DEMO_SET = synthetic_music.config_by_name("demo")
+RATE = DEMO_SET.sample_rate
 KBPS = (1.5, 3.0, 6.0)
 
 
-def clips(first: int, count: int) -> np.ndarray:
-  """`[count, 64000]` float32: clips first .. first + count - 1 of synthetic_music/demo."""
+def clips(indices: range) -> np.ndarray:
+  """`[len(indices), samples]` float32: those clips of synthetic_music/demo, at the level the
+  tokenizers hear."""
   return np.stack([audio.loudness_normalize(
-      music_synth.render_clip(i, 0, RATE, SECONDS, music_synth.DEMO)[0])
-                   for i in range(first, first + count)]).astype(np.float32)
+      music_synth.render_clip(i, DEMO_SET.seed, RATE, DEMO_SET.seconds, DEMO_SET.space)[0],
+      music_tokenizers.TARGET_DBFS) for i in indices]).astype(np.float32)
 
 
 def make_model(args, weights) -> SoundStream:
@@ -115,7 +118,8 @@ def main() -> None:
   parser.add_argument("--learning_rate", type=float, default=1e-3)
   args = parser.parse_args()
   samples = int(args.crop_seconds * RATE) // 320 * 320
-  train_clips, held_out = clips(0, NUM_TRAIN), clips(NUM_TRAIN, NUM_HELD_OUT)
+  train_clips = clips(range(DEMO_SET.num_train))
+  held_out = clips(range(DEMO_SET.num_train, DEMO_SET.num_train + DEMO_SET.num_validation))
   print(f"{args.levels} levels x {args.codebook_size} codes, channels {args.channels}, "
         f"embedding {args.embedding_dim}, {args.steps} steps of {args.batch} x "
         f"{samples / RATE:g} s, balanced: {args.balance}")
