@@ -10,9 +10,10 @@ The stage models sample in windows of their training crop (`generation.py`): any
 than a crop is long generation, story mode changes the MuLan tokens per segment, and a
 continuation starts the semantic and coarse streams from the clip's own tokens (AudioLM §4).
 Inference conditions on the MuLan *text* embedding quantised by the RVQ fitted on audio
-(MusicLM §3.1); `num_candidates` > 1 draws that many clips per prompt and keeps the one whose
-MuLan audio embedding is closest to the text's (the paper's MuLan cycle consistency as a
-reranker). The stages sample on a device mesh (`load`'s `mesh_shape`), their parameters and KV
+(MusicLM §3.1), or, with a conditioning index, on the tuple of the stages' training codes
+nearest to it (`conditioning_index.py`); `num_candidates` > 1 draws that many clips per
+prompt and keeps the one whose MuLan audio embedding is closest to the text's (the paper's
+MuLan cycle consistency as a reranker). The stages sample on a device mesh (`load`'s `mesh_shape`), their parameters and KV
 caches sharded by the logical axis rules; MuLan, w2v-BERT and the codec stay on one device.
 """
 import dataclasses
@@ -30,6 +31,7 @@ from musiclm_jax.core import audio, checkpoints, partitioning
 from musiclm_jax.stages import decoding, generation, token_layout
 from musiclm_jax.data import music_tokenizers
 from musiclm_jax.evaluation.mulan_cycle import cosine_similarity
+from musiclm_jax.inference.conditioning_index import ConditioningIndex
 from musiclm_jax.codec.acoustic_tokenizer import Codec
 from musiclm_jax.stages.stage_model import DecoderOnlyModel
 from musiclm_jax.mulan.mulan import MuLanModel
@@ -82,6 +84,8 @@ class MusicLM:
     (default: the stage's training crop and half of it).
   mesh / rules: where the stages sample and how their parameters shard (generation.
     StageSampler; default: the first device). MuLan, w2v-BERT and the codec stay on one device.
+  conditioning_index: if given, a text's MuLan codes are the index's tuple nearest to its
+    embedding (conditioning_index.py) instead of the RVQ's codes of it.
   """
 
   def __init__(self, *, codec: Codec, mulan: MuLanTokenizer,
@@ -90,7 +94,8 @@ class MusicLM:
                decoder_params: Optional[Mapping[str, dict]] = None,
                crop_seconds: Optional[Mapping[str, float]] = None,
                context_seconds: Optional[Mapping[str, float]] = None,
-               mesh: Optional[Mesh] = None, rules: Optional[Sequence] = None):
+               mesh: Optional[Mesh] = None, rules: Optional[Sequence] = None,
+               conditioning_index: Optional[ConditioningIndex] = None):
     missing = [s for s in STAGES if s not in stages]
     if missing:
       raise ValueError(f"MusicLM needs the stage models {list(STAGES)}; missing {missing}")
@@ -102,6 +107,9 @@ class MusicLM:
         raise ValueError(f"the {name} stage model must have the {name} vocabulary of one token "
                          f"layout shared by all stages; got {model.stage}")
     self._check_tokenizers()
+    self.conditioning_index = conditioning_index
+    if conditioning_index is not None:
+      conditioning_index.check(self.mulan.quantizer.num_levels, self.mulan.quantizer.codebook_size)
     for key in (decoder_params or {}):
       if key not in STAGES:
         raise ValueError(f"decoder_params has unknown stage {key!r}; expected {list(STAGES)}")
@@ -139,10 +147,14 @@ class MusicLM:
   # --- conditioning ----------------------------------------------------------------------------
 
   def text_tokens(self, texts: Sequence[str]) -> np.ndarray:
-    """Captions -> MuLan codes int32 `[batch, mulan_levels]` (text tower + audio-fitted RVQ)."""
+    """Captions -> MuLan codes int32 `[batch, mulan_levels]` (text tower + audio-fitted RVQ,
+    or the conditioning index's nearest tuple)."""
     texts = list(texts)
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
       raise ValueError(f"texts must be non-empty strings, got {texts!r}")
+    if self.conditioning_index is not None:
+      return self.conditioning_index.nearest(self.mulan.quantizer,
+                                             self.mulan.embedder.embed_text(texts))
     return self.mulan.text_to_tokens(texts)
 
   def mulan_scores(self, wav: np.ndarray, texts: Sequence[str]) -> np.ndarray:
@@ -353,6 +365,8 @@ class Parts:
   w2v_bert_model: Optional[W2vBertModel] = None
   mulan_rvq_file: Optional[str] = None
   semantic_kmeans_file: Optional[str] = None
+  # Stages conditioned only on tuples they trained on (conditioning_index.py); None: the RVQ.
+  conditioning_index_file: Optional[str] = None
 
   def stage(self, name: str) -> tuple[DecoderOnlyModel, str]:
     return getattr(self, f"{name}_model"), getattr(self, f"{name}_dir")
@@ -366,6 +380,8 @@ def load(parts: Parts, decoder_params: Optional[Mapping[str, dict]] = None,
   """MusicLM from the newest checkpoints of its parts (each as its training run wrote it).
   The stages sample on a `mesh_shape` `(data, fsdp, model)` mesh (stage_mesh; default: all
   local devices over data) with the parameters sharded by partitioning.logical_axis_rules."""
+  index = (ConditioningIndex.load(parts.conditioning_index_file)  # fails fast
+           if parts.conditioning_index_file else None)
   semantic_tokenizer = None
   if parts.w2v_bert_dir:
     if parts.w2v_bert_model is None:
@@ -382,4 +398,5 @@ def load(parts: Parts, decoder_params: Optional[Mapping[str, dict]] = None,
     stages[name] = (model, restore_stage(model, model_dir, mesh, rules))
   return MusicLM(codec=codec, mulan=mulan, stages=stages, semantic_tokenizer=semantic_tokenizer,
                  decoder_params=decoder_params, crop_seconds=crop_seconds,
-                 context_seconds=context_seconds, mesh=mesh, rules=rules)
+                 context_seconds=context_seconds, mesh=mesh, rules=rules,
+                 conditioning_index=index)

@@ -162,22 +162,12 @@ class MuLanQuantizer:
     return np.array(rvq.codes_to_vectors(self.state, jnp.asarray(codes)))
 
   def save(self, path) -> None:
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with files.atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz otherwise
-      np.savez(tmp, **self.state)
+    files.save_npz(path, **self.state)
 
   @classmethod
   def load(cls, path) -> "MuLanQuantizer":
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"MuLan quantizer not found: {path} (fit it with "
-                              "`python -m musiclm_jax.fit_mulan_rvq`)")
-    with np.load(path) as data:
-      missing = [k for k in _STATE_KEYS if k not in data]
-      if missing:
-        raise ValueError(f"{path} is not a MuLan quantizer: it lacks {missing}")
-      return cls({k: data[k] for k in _STATE_KEYS})
+    return cls(files.load_npz(path, _STATE_KEYS, "MuLan quantizer",
+                              "python -m musiclm_jax.fit_mulan_rvq"))
 
 
 class MuLanTokenizer:

@@ -12,7 +12,6 @@ Centroid file (.npz): `centroids [K, dim]`, `mean [dim]`, `std [dim]`, `counts [
 each centroid has absorbed), `layer` (the w2v-BERT MLM layer the features come from).
 """
 import dataclasses
-import os
 from typing import Optional
 
 import jax
@@ -243,22 +242,13 @@ class SemanticKMeans:
 
   def save(self, path) -> None:
     """Writes atomically (temporary file, then rename): a crash never leaves half a file."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with files.atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz otherwise
-      np.savez(tmp, centroids=np.asarray(self.centroids, np.float32),
-               mean=np.asarray(self.mean, np.float32), std=np.asarray(self.std, np.float32),
-               counts=np.asarray(self.counts, np.float32), layer=np.int32(self.layer))
+    files.save_npz(path, centroids=np.asarray(self.centroids, np.float32),
+                   mean=np.asarray(self.mean, np.float32), std=np.asarray(self.std, np.float32),
+                   counts=np.asarray(self.counts, np.float32), layer=np.int32(self.layer))
 
   @classmethod
   def load(cls, path) -> "SemanticKMeans":
-    path = os.fspath(path)
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"k-means centroid file not found: {path} (fit it with "
-                              "`python -m musiclm_jax.fit_kmeans`)")
-    with np.load(path) as data:
-      missing = {"centroids", "mean", "std", "counts", "layer"} - set(data.files)
-      if missing:
-        raise ValueError(f"{path} is not a k-means centroid file: missing {sorted(missing)}")
-      return cls(centroids=data["centroids"], mean=data["mean"], std=data["std"],
-                 counts=data["counts"], layer=int(data["layer"]))
+    data = files.load_npz(path, ("centroids", "mean", "std", "counts", "layer"),
+                          "k-means centroid file", "python -m musiclm_jax.fit_kmeans")
+    return cls(centroids=data["centroids"], mean=data["mean"], std=data["std"],
+               counts=data["counts"], layer=int(data["layer"]))

@@ -17,6 +17,8 @@ import seqio
 import tensorflow as tf
 
 from musiclm_jax.data import music_tokenizers
+from musiclm_jax.inference import conditioning_index
+from musiclm_jax.inference.conditioning_index import ConditioningIndex
 from musiclm_jax.stages import token_layout
 from musiclm_jax.data import synthetic_music, tfds_audio, token_tasks
 from tests.data.test_music_tokenizers import (TOKENS_GIN, parse_tiny_tokenizers_gin,
@@ -66,6 +68,17 @@ def test_cache_tasks_main_caches_the_tokens_that_the_stage_tasks_then_read(tmp_p
     seqio.add_global_cache_dirs([str(cache_dir)])
     task = seqio.get_mixture_or_task(TOKEN_TASK)
     assert task.get_cached_stats("train")["examples"] == CONFIG.num_train
+    # The conditioning index holds the distinct tuples the stages train on: the captions'
+    # codes, or (rate 0, the default) the clips' audio codes.
+    train = list(task.get_dataset(None, "train", use_cached=True, shuffle=False)
+                 .as_numpy_iterator())
+    for feature, index in (
+        ("mulan_text", ConditioningIndex.from_token_task(TOKEN_TASK, ("mulan_text",))),
+        ("mulan", ConditioningIndex.load(conditioning_index.build(
+            TOKEN_TASK, str(tmp_path / "index.npz"))))):
+      tuples = [tuple(ex[feature]) for ex in train]
+      assert sorted(map(tuple, index.codes.tolist())) == sorted(set(tuples))
+      assert index.counts.sum() == CONFIG.num_train
     tokenizers = music_tokenizers.load_music_tokenizers()
     clips = _clips(data_dir, "validation")
     captions = _clips(data_dir, "validation", "caption")

@@ -96,8 +96,13 @@ def test_held_out_wordings_are_scored_and_mulan_reads_the_in_template_prompts(de
   readings = json.load((out / "mulan_following.json").open())
   (in_template,) = [v for k, v in readings.items() if k.endswith("/prompts.jsonl")]
   (held_out,) = [v for k, v in readings.items() if k.endswith("/heldout_prompts.jsonl")]
+  # Generation conditions on the training tuple nearest each prompt (the conditioning
+  # index): MuLan's reading through that tuple must keep what the prompt says.
+  (via_index,) = [v for k, v in readings.items() if k.endswith("/prompts.jsonl via index")]
   for attribute in ("register", "instrument", "drums"):
-    print("MuLan reads %s as prompted: in-template %.2f, held-out %.2f (shuffled %.2f)" % (
-        attribute, in_template[attribute]["matched"], held_out[attribute]["matched"],
-        held_out[attribute]["shuffled"]))
+    print("MuLan reads %s as prompted: in-template %.2f (via the index %.2f), held-out %.2f "
+          "(shuffled %.2f)" % (attribute, in_template[attribute]["matched"],
+                               via_index[attribute]["matched"], held_out[attribute]["matched"],
+                               held_out[attribute]["shuffled"]))
     assert in_template[attribute]["matched"] > in_template[attribute]["shuffled"] + 0.2
+    assert via_index[attribute]["matched"] > via_index[attribute]["shuffled"] + 0.2

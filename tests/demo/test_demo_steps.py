@@ -69,9 +69,9 @@ def test_dry_run_prints_every_step_as_a_shell_line(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   names = [s.name for s in recipe.steps(str(tmp_path))]
   assert names == ["data", "soundstream", "w2v_bert", "kmeans", "mulan", "mulan_rvq",
-                   "cache_tokens", "semantic", "coarse", "fine", "prompts", "generate",
-                   "evaluate", "prompt_following", "heldout_prompts", "generate_heldout",
-                   "prompt_following_heldout", "mulan_following"]
+                   "cache_tokens", "semantic", "coarse", "fine", "conditioning_index", "prompts",
+                   "generate", "evaluate", "prompt_following", "heldout_prompts",
+                   "generate_heldout", "prompt_following_heldout", "mulan_following"]
   for name in names:
     assert f"# {name}: " in result.stdout
   assert "python -m seqio.scripts.cache_tasks_main --module_import=musiclm_jax.data.token_tasks" in (
