@@ -32,7 +32,8 @@ CONDITIONING_FEATURES = ("mulan", "mulan_text")
 
 @dataclasses.dataclass(frozen=True)
 class ConditioningIndex:
-  """codes: int32 `[tuples, levels]`, each distinct; counts: training clips per tuple."""
+  """codes: int32 `[tuples, levels]`, each distinct; counts: how many training examples read
+  each (once per indexed feature)."""
   codes: np.ndarray
   counts: np.ndarray
 
