@@ -106,6 +106,7 @@ class ConditioningIndex:
                           "python -m musiclm_jax.build_conditioning_index")
     return cls(data["codes"], data["counts"])
 
+
 @gin.configurable(module="conditioning_index")
 def build(token_task: str, output_path: str, split: str = "train") -> str:
   """Indexes the tuples the stages read in training: the caption's codes, the clip's audio

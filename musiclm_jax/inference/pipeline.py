@@ -13,8 +13,9 @@ Inference conditions on the MuLan *text* embedding quantised by the RVQ fitted o
 (MusicLM §3.1), or, with a conditioning index, on the tuple of the stages' training codes
 nearest to it (`conditioning_index.py`); `num_candidates` > 1 draws that many clips per
 prompt and keeps the one whose MuLan audio embedding is closest to the text's (the paper's
-MuLan cycle consistency as a reranker). The stages sample on a device mesh (`load`'s `mesh_shape`), their parameters and KV
-caches sharded by the logical axis rules; MuLan, w2v-BERT and the codec stay on one device.
+MuLan cycle consistency as a reranker). The stages sample on a device mesh (`load`'s
+`mesh_shape`), their parameters and KV caches sharded by the logical axis rules; MuLan,
+w2v-BERT and the codec stay on one device.
 """
 import dataclasses
 import math
