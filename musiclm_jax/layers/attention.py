@@ -71,6 +71,9 @@ class MultiHeadAttention(nn.Module):
     decode: use/update the KV cache. With `prefill_lengths` the whole sequence is processed
     and cached, and the cache index is set to the lengths; otherwise `x` is one step.
     """
+    if self.impl not in ("reference", "blockwise", "flash"):
+      raise ValueError(f"attention impl {self.impl!r}; expected 'reference', 'blockwise' or "
+                       "'flash'")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     heads_shape = (self.num_heads, self.head_dim)
     query = dense(heads_shape, ("embed", "heads", "kv"), name="query", **kw)(x)
@@ -84,7 +87,6 @@ class MultiHeadAttention(nn.Module):
     batch, length = x.shape[0], x.shape[1]
     positions = jnp.arange(length)[None, :]
     query_positions = key_positions = positions
-    single_step = False
     if decode:
       is_initialized = self.has_variable("cache", "cached_key")
       cached_key = self.variable("cache", "cached_key", jnp.zeros,
@@ -103,45 +105,78 @@ class MultiHeadAttention(nn.Module):
         if length != 1:
           raise ValueError(f"single-step decoding takes one position, got length {length}")
         index = cache_index.value
-        cached_key.value = _write_at(cached_key.value, _key_layout(key), index, axis=2)
-        cached_value.value = _write_at(cached_value.value, _value_layout(value), index, axis=1)
+        out = self._attend_cache_then_self(
+            query, key, value, cached_key.value, cached_value.value, cached_valid.value,
+            index, relative_bias, deterministic)
+        # The writes must follow the reads for XLA to update the carried caches in place;
+        # with no data path from read to write it copies both caches of every layer in each
+        # step (bench/README.md, sample.py), and optimization barriers do not order them on
+        # XLA:CPU. So the written values carry zero times the attention output. (Were that
+        # output not finite, this step's logits would already be garbage.)
+        after_reads = jnp.zeros((), out.dtype) * out.reshape(-1)[0]
+        cached_key.value = _write_at(cached_key.value, _key_layout(key) + after_reads, index,
+                                     axis=2)
+        cached_value.value = _write_at(cached_value.value, _value_layout(value) + after_reads,
+                                       index, axis=1)
         cached_valid.value = cached_valid.value | (
             jnp.arange(cached_valid.value.shape[1])[None, :] == index[:, None])
         cache_index.value = index + 1
-        single_step = True
-        key, value = cached_key.value, cached_value.value   # [b, h, d, L], [b, h, L, d]
-        max_length = value.shape[2]
-        key_positions = jnp.arange(max_length)[None, :]
-        query_positions = index[:, None]
-        # A decoding step sees every valid cached position up to and including its own.
-        mask = ((key_positions <= query_positions) & cached_valid.value)[:, None, None, :]
+        return self._project_out(out, x.shape[-1], qkv_axes, kw)
 
     # Scale the query, not the logits: cheaper, and what T5 does (folded into init there).
     query = query / jnp.sqrt(self.head_dim).astype(self.dtype)
-    if self.impl not in ("reference", "blockwise", "flash"):
-      raise ValueError(f"attention impl {self.impl!r}; expected 'reference', 'blockwise' or "
-                       "'flash'")
     # The transformer passes token_mask / flash_bias exactly when the blockwise / flash path
     # applies (not when it only builds the cache, nor for a single decoding step).
-    if self.impl == "flash" and flash_bias is not None and not single_step:
+    if self.impl == "flash" and flash_bias is not None:
       out = flash_attention(query, key, value, flash_bias, block_size=self.block_size)
       return self._project_out(out, x.shape[-1], qkv_axes, kw)
-    if self.impl == "blockwise" and token_mask is not None and not single_step:
+    if self.impl == "blockwise" and token_mask is not None:
       use_dropout = not deterministic and self.dropout_rate > 0.0
       out = blockwise_attention(
           query, key, value, relative_bias, token_mask, block_size=self.block_size,
           dropout_rate=self.dropout_rate if use_dropout else 0.0,
           dropout_rng=self.make_rng("dropout") if use_dropout else None, dtype=self.dtype)
       return self._project_out(out, x.shape[-1], qkv_axes, kw)
-    logits = jnp.einsum("bqhd,bhdk->bhqk" if single_step else "bqhd,bkhd->bhqk", query, key)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
     logits = logits + bias_from_table(relative_bias, query_positions,
                                       key_positions).astype(logits.dtype)
     logits = jnp.where(mask, logits, jnp.asarray(_NEG_INF, logits.dtype))
     # Softmax in float32: bfloat16 exp/normalise loses too much for long sequences.
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
-    out = jnp.einsum("bhqk,bhkd->bqhd" if single_step else "bhqk,bkhd->bqhd", weights, value)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
     return self._project_out(out, x.shape[-1], qkv_axes, kw)
+
+  def _attend_cache_then_self(self, query, key, value, cached_key, cached_value, cached_valid,
+                              index, relative_bias, deterministic: bool):
+    """One decoding step's attention `[b, 1, h, d]`: over the cached positions before `index`
+    (the cache as it was before this step), and over the step's own key and value, which
+    join the softmax separately instead of through the cache."""
+    query = query / jnp.sqrt(self.head_dim).astype(self.dtype)
+    max_length = cached_value.shape[2]
+    key_positions = jnp.arange(max_length)[None, :]
+    query_positions = index[:, None]
+    cache_logits = jnp.einsum("bqhd,bhdk->bhqk", query, cached_key)
+    cache_logits = cache_logits + bias_from_table(relative_bias, query_positions,
+                                                  key_positions).astype(cache_logits.dtype)
+    seen = ((key_positions < query_positions) & cached_valid)[:, None, None, :]
+    cache_logits = jnp.where(seen, cache_logits, jnp.asarray(_NEG_INF, cache_logits.dtype))
+    own_logit = jnp.einsum("bqhd,bqhd->bhq", query, key)[..., None]
+    own_logit = own_logit + bias_from_table(relative_bias, query_positions,
+                                            query_positions).astype(own_logit.dtype)
+    # Softmax in float32 over [cache, own], without concatenating the two.
+    cache_logits = cache_logits.astype(jnp.float32)
+    own_logit = own_logit.astype(jnp.float32)
+    peak = jnp.maximum(cache_logits.max(axis=-1, keepdims=True), own_logit)
+    cache_weights = jnp.exp(cache_logits - peak)
+    own_weight = jnp.exp(own_logit - peak)
+    total = cache_weights.sum(axis=-1, keepdims=True) + own_weight
+    cache_weights = (cache_weights / total).astype(self.dtype)
+    own_weight = (own_weight / total).astype(self.dtype)
+    cache_weights = nn.Dropout(self.dropout_rate)(cache_weights, deterministic=deterministic)
+    own_weight = nn.Dropout(self.dropout_rate)(own_weight, deterministic=deterministic)
+    out = jnp.einsum("bhqk,bhkd->bqhd", cache_weights, cached_value)
+    return out + jnp.einsum("bhqk,bkhd->bqhd", own_weight, value)
 
   def _project_out(self, out, features: int, qkv_axes, kw):
     out = nn.with_logical_constraint(out, qkv_axes)

@@ -1,4 +1,6 @@
 """Sampling: the KV-cached loop equals naive recomputation; masks, guidance, continuation."""
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -79,6 +81,44 @@ def test_kv_cache_sampling_equals_naive_recompute_token_for_token(temperature, t
       params, batch, rng, decoder_params={"temperature": temperature, "topk": topk})
   expected = _naive_sample(model, params, batch, rng, temperature, topk, num_inputs)
   np.testing.assert_array_equal(np.asarray(decodes)[:, :length - num_inputs], expected)
+
+
+def _while_bodies(hlo: str) -> dict:
+  """Optimised HLO text -> {name: lines} of the computations that while loops run as bodies."""
+  computations, current = {}, None
+  for line in hlo.splitlines():
+    header = re.match(r"^(?:ENTRY )?%?(\S+) .*\{$", line)
+    if header:
+      current = header.group(1)
+      computations[current] = []
+    elif current:
+      computations[current].append(line)
+  return {name: computations[name] for name in set(re.findall(r"body=%?([\w.\-]+)", hlo))}
+
+
+def test_the_sampling_loop_updates_the_kv_cache_in_place():
+  """A decoding step reads the cache, then writes its own key and value into it: compiled,
+  the loop must not copy any layer's cache (XLA did, in every step, while the write and the
+  reads were unordered; bench/README.md, sample.py)."""
+  model = _stage_model("semantic")
+  # Batch 1: there the write is a dynamic-update-slice, which XLA copied for (batch 3 lowers
+  # to a scatter, which it did not).
+  length, num_inputs, batch_size = 16, LAYOUT.mulan_levels, 1
+  params = _params(model, length)
+  batch = _prompt_batch(model, batch_size, num_inputs, length)
+  sample = jax.jit(lambda p, b, r: model.predict_batch_with_aux(p, b, r))
+  hlo = sample.lower(params, batch, jax.random.key(0)).compile().as_text()
+  config = model.module.config
+  cache_shapes = {rf"f32\[{batch_size},{config.num_heads},{config.head_dim},{length}\]",
+                  rf"f32\[{batch_size},{config.num_heads},{length},{config.head_dim}\]"}
+  decode_loop = max(_while_bodies(hlo).values(), key=len)
+  writes = [line for line in decode_loop
+            if ("dynamic-update-slice" in line or "scatter" in line)
+            and any(re.search(shape, line) for shape in cache_shapes)]
+  cache_copies = [line for line in decode_loop if " copy(" in line
+                  and any(re.search(shape, line) for shape in cache_shapes)]
+  assert len(writes) >= 2 * config.num_layers, "the loop found is not the decoding loop"
+  assert not cache_copies, cache_copies[:2]
 
 
 @pytest.mark.parametrize("pad_to_multiple", [1, 128])
