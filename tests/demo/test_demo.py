@@ -17,7 +17,7 @@ from tests.train_runner import REPO, env
 def demo(tmp_path_factory):
   out = tmp_path_factory.mktemp("demo")
   result = subprocess.run([sys.executable, "-m", "musiclm_jax.demo", f"--output_dir={out}"],
-                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=2400)
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=3600)
   assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
   return out, result.stdout
 
