@@ -39,7 +39,9 @@ NUM_PARAMS = (LAYERS * (4 * E * H * D + 3 * E * F + 2 * E)  # q k v out, wi_0 wi
 def _hand_flops(batch):
   per_layer = (2 * batch * E * H * D * 4     # q, k, v and out projections
                + 2 * batch * E * F * 3       # gated MLP: wi_0, wi_1, wo
-               + 2 * batch * H * T * D * 2)  # scores and values over all T cache positions
+               # scores and values over all T cache positions, and over the step's own key
+               # and value, which join the softmax apart from the cache
+               + 2 * batch * H * (T + 1) * D * 2)
   return LAYERS * per_layer + 2 * batch * E * V  # + logits; the embedding is a gather
 
 
