@@ -6,4 +6,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/venv.sh"
 cd "$ROOT"
-exec python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "$@"
+# One persistent XLA compilation cache for the run, shared by both workers and every process
+# they start: tests that train the same tiny model in several processes compile its steps once.
+if [ -z "${JAX_COMPILATION_CACHE_DIR:-}" ]; then
+  JAX_COMPILATION_CACHE_DIR="$(mktemp -d -t musiclm_jax_tests_xla_cache.XXXXXX)"
+  export JAX_COMPILATION_CACHE_DIR
+  trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
+fi
+python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder "$@"

@@ -43,6 +43,11 @@ def main(argv) -> None:
       print(f"# {step.name}: {step.description}\n{step.shell_line()}")
     return
   start = time.time()
+  # One persistent XLA compilation cache for every step: the held-out generation reuses what
+  # the first one compiled, and a rerun after a kill skips the compiles of the steps it redoes.
+  # It changes no result, so it is not part of any step's command (nor of its fingerprint).
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(
+      os.path.join(flags.FLAGS.output_dir, "jax_compilation_cache")))
   state_dir = os.path.join(flags.FLAGS.output_dir, "steps")
   summary = os.path.join(flags.FLAGS.output_dir, "timings.json")
   try:

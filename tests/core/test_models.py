@@ -97,3 +97,21 @@ def test_sampling_is_deterministic_under_a_fixed_rng_and_varies_across_rngs():
   assert a.shape == (4, 2, 10)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
+
+
+def test_the_trainers_cheaply_compiled_initialisation_matches_the_default_compile():
+  # On CPU shard_model compiles the state's initialisation without LLVM's optimisations
+  # (it runs once). That must not change the initial state, nor tie it to the first key.
+  from musiclm_jax.core import partitioning, trainer  # pylint: disable=import-outside-toplevel
+  model = tiny_decoder_model()
+  mesh, rules = partitioning.create_mesh(), partitioning.logical_axis_rules()
+  shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in _batch(jax.random.key(0)).items()}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    setup = trainer.shard_model(model, optax.adamw(1e-3), shapes, mesh, rules)
+    cheap = setup.init_fn(jax.random.key(5))
+    default = setup.init_fn.jitted(jax.random.key(5))
+    again = setup.init_fn(jax.random.key(6))
+  for a, b in zip(jax.tree.leaves(cheap), jax.tree.leaves(default)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(cheap.params),
+                                                      jax.tree.leaves(again.params)))
