@@ -99,30 +99,17 @@ def shard_model(model: BaseModel, optimizer: optax.GradientTransformation,
       opt_state=partitioning.opt_state_shardings(optimizer, state_shapes.opt_state,
                                                  param_shardings, mesh),
       model_state=model_state_shardings, nonfinite_step=replicated)
-  init_fn = _compiled_cheaply(jax.jit(init_state, out_shardings=state_shardings), mesh)
+  # The initialisation runs once, in milliseconds; on CPU, LLVM's optimisations were 10 of the
+  # 15 s its compile took for the tiny SoundStream (bench/init_compile.py), paid by every
+  # training process before its first step.
+  on_cpu = mesh.devices.flat[0].platform == "cpu"
+  init_fn = jax.jit(init_state, out_shardings=state_shardings,
+                    compiler_options=RUN_ONCE_COMPILER_OPTIONS if on_cpu else None)
   return ShardedSetup(mesh, rules, optimizer, state_shapes, state_shardings, init_fn)
 
 
-# XLA:CPU's LLVM passes took 10 of the 15 s that compiling the tiny SoundStream's
-# initialisation took (bench/init_compile.py), for a program that then runs once, in
-# milliseconds. Every training process pays that compile before its first step.
+# How `shard_model` compiles the initialisation on CPU.
 RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
-def _compiled_cheaply(jitted: Callable, mesh) -> Callable:
-  """`jitted` for a program that runs once: on CPU compiled without LLVM's optimisations;
-  on other platforms as it is."""
-  if mesh.devices.flat[0].platform != "cpu":
-    return jitted
-  compiled = {}
-
-  def run(*args):
-    if "executable" not in compiled:
-      lowered = jitted.lower(*args)
-      compiled["executable"] = lowered.compile(compiler_options=RUN_ONCE_COMPILER_OPTIONS)
-    return compiled["executable"](*args)
-  run.jitted = jitted
-  return run
 
 
 def jit_train_step(model: BaseModel, setup: ShardedSetup, batch_shardings,

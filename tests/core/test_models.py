@@ -109,7 +109,7 @@ def test_the_trainers_cheaply_compiled_initialisation_matches_the_default_compil
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     setup = trainer.shard_model(model, optax.adamw(1e-3), shapes, mesh, rules)
     cheap = setup.init_fn(jax.random.key(5))
-    default = setup.init_fn.jitted(jax.random.key(5))
+    default = jax.jit(setup.init_fn.__wrapped__)(jax.random.key(5))
     again = setup.init_fn(jax.random.key(6))
   for a, b in zip(jax.tree.leaves(cheap), jax.tree.leaves(default)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
