@@ -42,8 +42,8 @@ DISCRIMINATOR_START_SHARE = 0.8
 # proportion to the samples, and on the demo set's 64 held-out clips (4 s, reconstructed
 # whole) the codec trained on 0.5 s crops scores as the 1 s one did: register / instrument /
 # drums AUC 0.99 / 0.73 / 1.00 against 1.00 / 0.71 / 1.00, mel distance 1.30 against 1.29, in
-# 250 s of training instead of 458 on a slow day (docs/demo.md, "Time"). At 0.3 s the mel
-# distance rose to 1.75.
+# 250 s of training instead of 458 on a slow day (bench/codec_attributes.py; bench/README.md
+# has the table). At 0.3 s the mel distance rose to 1.75. Measured on synthetic_music only.
 SOUNDSTREAM_CROP_SAMPLES = 8000
 
 
