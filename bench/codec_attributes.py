@@ -20,14 +20,11 @@ sys.path.insert(0, REPO)
 import gin  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from bench.prompt_following_parts import RANKED, held_out_clips, rank_row
 from musiclm_jax.codec.acoustic_tokenizer import Codec
 from musiclm_jax.codec.soundstream import SoundStreamConfig
 from musiclm_jax.core import audio
-from musiclm_jax.data import music_synth, synthetic_music
-from musiclm_jax.demo import prompt_following, recipe
 from musiclm_jax.evaluation import codec_metrics
-
-RANKED = ("register", "instrument", "drums")
 
 
 def main() -> None:
@@ -38,19 +35,15 @@ def main() -> None:
   gin.add_config_file_search_path(os.path.join(REPO, "musiclm_jax", "gin"))
   gin.parse_config_files_and_bindings(["models/soundstream/tiny.gin"], [])
   config = SoundStreamConfig()
-  corpus = synthetic_music.config_by_name(recipe.DATASET_CONFIG)
-  start = corpus.num_train
-  rendered = [music_synth.render_clip(i, corpus.seed, corpus.sample_rate, corpus.seconds,
-                                      corpus.space) for i in range(start, start + args.clips)]
+  corpus, rendered = held_out_clips(args.clips)
   wavs = np.stack([audio.loudness_normalize(w) for w, _, _ in rendered])
   attributes = [a for _, _, a in rendered]
   print(f"{len(wavs)} held-out clips of synthetic_music/{corpus.name}, {corpus.seconds} s")
   print("| codec | register AUC | instrument AUC | drums AUC | mel distance |\n|---|---|---|---|---|")
   for model_dir in args.model_dirs:
     reconstructed = np.asarray(Codec.from_checkpoint(model_dir, config).reconstruct(wavs))
-    aucs = [prompt_following.rank_attribute(list(reconstructed), config.sample_rate,
-                                            [str(a[name]) for a in attributes], name)["auc"]
-            for name in RANKED]
+    row = rank_row(model_dir, list(reconstructed), attributes, config.sample_rate)
+    aucs = [row[name]["auc"] for name in RANKED]
     mel = float(np.mean(codec_metrics.mel_distance(wavs, reconstructed, config.sample_rate)))
     print(f"| {model_dir} | " + " | ".join(f"{v:.3f}" for v in aucs) + f" | {mel:.3f} |")
 

@@ -57,6 +57,15 @@ def load(run_dir: str, temperature, guidance=None) -> pipeline.MusicLM:
   return pipeline.load(decoder_params=params)
 
 
+def held_out_clips(count: int):
+  """The demo corpus' config and its first `count` held-out clips (the clips after its
+  training clips), each `(wav, caption, attributes)` as `music_synth.render_clip` returns."""
+  config = synthetic_music.config_by_name(recipe.DATASET_CONFIG)
+  start = config.num_train
+  return config, [music_synth.render_clip(i, config.seed, config.sample_rate, config.seconds,
+                                          config.space) for i in range(start, start + count)]
+
+
 def rank_row(name: str, wavs, attributes, sample_rate: int) -> dict:
   row = {"link": name}
   for attribute in RANKED:
@@ -90,12 +99,9 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
   lm = load(args.run_dir, args.temperature, args.guidance)
-  config = synthetic_music.config_by_name(recipe.DATASET_CONFIG)
+  config, rendered = held_out_clips(args.clips)
   if config.space != demo_prompts.SPACE:
     raise SystemExit(f"the demo's corpus {config.name} is not drawn from the prompts' space")
-  start = config.num_train
-  rendered = [music_synth.render_clip(i, config.seed, config.sample_rate, config.seconds,
-                                      config.space) for i in range(start, start + args.clips)]
   wavs = np.stack([w for w, _, _ in rendered])
   captions = [c for _, c, _ in rendered]
   attributes = [a for _, _, a in rendered]
